@@ -1,0 +1,87 @@
+"""`recall evaluate`: baselines (and later trained runs) on a split of an events file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from cli.console import make_console
+from cli.data_commands import add_data_arguments
+from training.errors import DataError
+
+BASELINES = ("popular", "context-popular", "oracle")
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("evaluate", help="Recall/NDCG/HitRate/MRR/coverage of models on a split")
+    add_data_arguments(parser)
+    parser.add_argument("--protocol", choices=("loo", "temporal"), default="temporal")
+    parser.add_argument("--model", default="popular,context-popular",
+                        help=f"comma-separated, from {', '.join(BASELINES)} (oracle needs --world)")
+    parser.add_argument("--world", type=Path, help="world.npz of a synthetic data set, for the oracle")
+    parser.add_argument("--k", default="10,50,100", help="comma-separated cut-offs")
+    parser.add_argument("--test-fraction", type=float, default=0.1,
+                        help="temporal: share of the latest events held out")
+    parser.add_argument("--filter-viewed", action=argparse.BooleanOptionalAction, default=True,
+                        help="drop items the user already clicked from the recommendations")
+    parser.add_argument("--json", dest="json_path", nargs="?", const="-", default=None,
+                        help="print JSON instead of tables (or write it to the given path)")
+    parser.set_defaults(handler=run_evaluate)
+
+
+def parse_ks(text: str) -> list[int]:
+    try:
+        ks = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise SystemExit(f"recall evaluate: error: --k must be comma-separated integers, got {text!r}") from None
+    if not ks or ks[0] < 1:
+        raise SystemExit("recall evaluate: error: --k needs positive cut-offs")
+    return ks
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """Load, split, fit the baselines on the training part, print the comparison table (or JSON)."""
+    from training.contract import load_events
+    from training.evaluate import evaluate, print_results, results_to_json
+    from training.splits import leave_one_out, temporal_split
+
+    ks = parse_ks(args.k)
+    names = [name.strip() for name in args.model.split(",") if name.strip()]
+    unknown = [name for name in names if name not in BASELINES]
+    if unknown or not names:
+        raise SystemExit(f"recall evaluate: error: unknown --model {unknown} (choose from {', '.join(BASELINES)})")
+    if "oracle" in names and args.world is None:
+        raise SystemExit("recall evaluate: error: --model oracle needs --world (a synthetic world.npz)")
+    console = make_console()
+    with console.status(f"loading {args.events}"):
+        log = load_events(args.events, args.items, session_gap_s=args.session_gap)
+    if args.protocol == "temporal" and not log.has_timestamp:
+        raise DataError(str(args.events), "the temporal protocol needs timestamps; use --protocol loo",
+                        column="timestamp")
+    split = leave_one_out(log) if args.protocol == "loo" else temporal_split(log, test_fraction=args.test_fraction)
+    if len(split.cases) == 0:
+        raise DataError(str(args.events), "no user has a click, cart or pay to predict after the split")
+    models = [_baseline(name, split, args.world) for name in names]
+    results = evaluate(split, models, ks, filter_viewed=args.filter_viewed)
+    if args.json_path is None:
+        print_results(console, split, results, ks)
+        return 0
+    payload = json.dumps(results_to_json(split, results, ks, args.filter_viewed), indent=2)
+    if args.json_path == "-":
+        print(payload)  # noqa: T201
+    else:
+        Path(args.json_path).write_text(payload)
+    return 0
+
+
+def _baseline(name: str, split, world_path: Path | None):
+    from training.popularity import ContextPopularModel, PopularModel
+
+    if name == "popular":
+        return PopularModel().fit(split.train)
+    if name == "context-popular":
+        return ContextPopularModel().fit(split.train)
+    from training.synth import OracleModel, SyntheticWorld
+
+    return OracleModel(SyntheticWorld.load(world_path), split.train.vocabs)

@@ -1,0 +1,40 @@
+"""`recall`: the one command-line entry point. It only wires sub-commands; each lives in its own module."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from cli import data_commands, evaluate_command
+from training.errors import DataError
+
+COMMAND_MODULES = (data_commands, evaluate_command)
+USAGE_ERROR = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recall", description="Near-line generative candidate generation.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMAND_MODULES:
+        module.register(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse, run, and turn bad input into one clear line on stderr and exit code 2 (never a traceback)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.handler(args) or 0)
+    except DataError as error:
+        print(f"recall: error: {error}", file=sys.stderr)  # noqa: T201
+        return USAGE_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""The data contract: every rule and every bad-input error, on tiny hand-built tables."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from training.columns import ACTION_CODES
+from training.contract import load_events
+from training.errors import DataError
+
+HOUR = 3600
+
+
+def test_minimal_file_every_event_is_its_own_session_in_row_order(write_csv):
+    path = write_csv([
+        {"user_id": "u2", "item_id": "a"},
+        {"user_id": "u1", "item_id": "b"},
+        {"user_id": "u2", "item_id": "c"},  # u2's second event: after "a" because it comes later
+    ])
+    log = load_events(path)
+    assert not log.has_timestamp
+    assert list(log.vocabs.users.decode(log.user)) == ["u2", "u2", "u1"]
+    assert list(log.vocabs.items.decode(log.item)) == ["a", "c", "b"]
+    assert list(log.session) == [0, 1, 2]
+    assert (log.action == ACTION_CODES["click"]).all()  # no action column: clicks
+    assert (log.context == 0).all()  # no context column: the default context
+
+
+def test_sessions_split_at_time_gap(write_csv):
+    path = write_csv([
+        {"user_id": 1, "item_id": 10, "timestamp": 0},
+        {"user_id": 1, "item_id": 11, "timestamp": 10 * 60},  # 10 min later: same session
+        {"user_id": 1, "item_id": 12, "timestamp": 10 * 60 + 31 * 60},  # 31 min gap: new session
+        {"user_id": 2, "item_id": 10, "timestamp": 5},  # another user: another session
+    ])
+    assert list(load_events(path).session) == [0, 0, 1, 2]
+    assert list(load_events(path, session_gap_s=HOUR).session) == [0, 0, 0, 1]
+
+
+def test_rows_sorted_by_time_within_user(write_csv):
+    path = write_csv([
+        {"user_id": 1, "item_id": 12, "timestamp": 300},
+        {"user_id": 1, "item_id": 10, "timestamp": 100},
+        {"user_id": 1, "item_id": 11, "timestamp": 200},
+    ])
+    log = load_events(path)
+    assert list(log.vocabs.items.decode(log.item)) == [10, 11, 12]
+    assert list(log.timestamp) == [100, 200, 300]
+
+
+def test_given_session_ids_are_per_user_and_ordered_by_first_event(write_csv):
+    path = write_csv([
+        {"user_id": 1, "session_id": "late", "item_id": 1, "timestamp": 900, "context": "q:shoes"},
+        {"user_id": 1, "session_id": "early", "item_id": 2, "timestamp": 100, "context": "home"},
+        {"user_id": 1, "session_id": "late", "item_id": 3, "timestamp": 950, "context": "other"},
+        {"user_id": 2, "session_id": "early", "item_id": 4, "timestamp": 100, "context": "home"},
+    ])
+    log = load_events(path)
+    assert list(log.session) == [0, 1, 1, 2]  # "early" before "late"; user 2's "early" is its own session
+    contexts = log.vocabs.contexts.decode(log.session_context)
+    assert list(contexts) == ["home", "q:shoes", "home"]  # a session's context is its first event's
+
+
+def test_integer_and_string_ids_round_trip(write_csv):
+    path = write_csv([{"user_id": 7, "item_id": "sku-1"}, {"user_id": 8, "item_id": "sku-2"}])
+    log = load_events(path)
+    users = log.vocabs.users.decode(log.user)
+    assert users.dtype == np.int64 and list(users) == [7, 8]
+    assert list(log.vocabs.items.decode(log.item)) == ["sku-1", "sku-2"]
+
+
+def test_csv_and_parquet_load_the_same(write_csv):
+    rows = [{"user_id": 1, "item_id": 5, "timestamp": 10, "action": "show", "context": "home"},
+            {"user_id": 1, "item_id": 5, "timestamp": 20, "action": "pay", "context": "home"}]
+    from_csv, from_parquet = load_events(write_csv(rows)), load_events(write_csv(rows, "events.parquet"))
+    for name in ("user", "item", "action", "timestamp", "session", "context"):
+        assert np.array_equal(getattr(from_csv, name), getattr(from_parquet, name))
+
+
+def test_iso_timestamps_and_actions_are_parsed(write_csv):
+    path = write_csv([
+        {"user_id": 1, "item_id": 5, "timestamp": "2026-01-01T00:00:10Z", "action": "show"},
+        {"user_id": 1, "item_id": 5, "timestamp": "2026-01-01T00:01:00Z", "action": "Cart"},
+    ])
+    log = load_events(path)
+    assert list(log.timestamp - log.timestamp[0]) == [0, 50]
+    assert list(log.action) == [ACTION_CODES["show"], ACTION_CODES["cart"]]
+
+
+def test_items_file_side_info_and_unknown_items(write_csv):
+    items = write_csv([{"item_id": 1, "category": "shoes", "seller": "acme", "title": "red shoe"},
+                       {"item_id": 2, "category": "hats", "seller": "acme", "title": "cap"},
+                       {"item_id": 3, "category": "hats", "seller": "zed", "title": "never bought"}], "items.csv")
+    events = write_csv([{"user_id": 1, "item_id": 1}, {"user_id": 1, "item_id": 99}])
+    log = load_events(events, items)
+    codes = {item: log.vocabs.items.code_of(item) for item in (1, 2, 3, 99)}
+    assert log.n_items == 5  # reserved code + 3 catalogue items + 1 item seen only in events
+    assert log.vocabs.categories.ids[log.items.category[codes[1]]] == "shoes"
+    assert log.items.category[codes[2]] == log.items.category[codes[3]]
+    assert log.items.seller[codes[1]] == log.items.seller[codes[2]]
+    assert log.items.category[codes[99]] == 0 and log.items.seller[codes[99]] == 0  # unknown side info
+    assert log.items.title[codes[3]] == "never bought"
+
+
+def _error(path, **kwargs) -> DataError:
+    with pytest.raises(DataError) as caught:
+        load_events(path, **kwargs)
+    return caught.value
+
+
+def test_missing_required_column_is_named(write_csv):
+    error = _error(write_csv([{"user_id": 1, "product": 2}]))
+    assert error.column == "item_id" and "missing required column" in str(error)
+
+
+def test_unknown_action_names_row_and_column(write_csv):
+    error = _error(write_csv([{"user_id": 1, "item_id": 1, "action": "click"},
+                              {"user_id": 1, "item_id": 2, "action": "buy"}]))
+    assert (error.row, error.column) == (2, "action")
+    assert "'buy'" in str(error) and "show, click, cart, pay" in str(error)
+
+
+def test_unparsable_timestamp_names_row(write_csv):
+    error = _error(write_csv([{"user_id": 1, "item_id": 1, "timestamp": "2026-01-01T00:00:00"},
+                              {"user_id": 1, "item_id": 2, "timestamp": "2026-01-01T00:00:05"},
+                              {"user_id": 1, "item_id": 3, "timestamp": "yesterday"}]))
+    assert (error.row, error.column) == (3, "timestamp") and "'yesterday'" in str(error)
+
+
+def test_empty_file_and_header_only(tmp_path, write_csv):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    assert "file is empty" in str(_error(empty))
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("user_id,item_id\n")
+    assert "no rows" in str(_error(header_only))
+
+
+def test_duplicate_event_id_names_the_second_row(write_csv):
+    error = _error(write_csv([{"event_id": "e1", "user_id": 1, "item_id": 1},
+                              {"event_id": "e2", "user_id": 1, "item_id": 2},
+                              {"event_id": "e1", "user_id": 2, "item_id": 3}]))
+    assert (error.row, error.column) == (3, "event_id") and "duplicate" in str(error)
+
+
+def test_missing_user_id_value_names_row(write_csv):
+    error = _error(write_csv(pd.DataFrame({"user_id": ["a", None], "item_id": [1, 2]})))
+    assert (error.row, error.column) == (2, "user_id")
+
+
+def test_error_message_names_the_file(write_csv):
+    path = write_csv([{"user_id": 1, "item_id": 1, "action": "like"}])
+    assert str(_error(path)).startswith(f"{path}, row 1, column 'action'")
+
+
+def test_unsupported_file_type(tmp_path):
+    path = tmp_path / "events.json"
+    path.write_text("[]")
+    assert "unsupported file type" in str(_error(path))

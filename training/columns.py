@@ -1,0 +1,34 @@
+"""Names of the data-contract columns and the action vocabulary, in one place."""
+
+from __future__ import annotations
+
+
+class Columns:
+    """Column names of the events and items files (DESIGN.md section 3)."""
+
+    user = "user_id"
+    item = "item_id"
+    session = "session_id"
+    timestamp = "timestamp"
+    action = "action"
+    context = "context"
+    scenario = "scenario"
+    event_id = "event_id"
+    category = "category"
+    seller = "seller"
+    title = "title"
+
+    events_required = (user, item)
+    events_optional = (session, timestamp, action, context, scenario, event_id)
+    items_required = (item,)
+    items_optional = (category, seller, title)
+
+
+# Ordered by strength: a session item's label is the strongest action seen on it.
+ACTIONS: tuple[str, ...] = ("show", "click", "cart", "pay")
+ACTION_CODES: dict[str, int] = {name: code for code, name in enumerate(ACTIONS)}
+SHOW, CLICK, CART, PAY = (ACTION_CODES[name] for name in ACTIONS)
+
+DEFAULT_CONTEXT = "<default>"
+DEFAULT_SCENARIO = "<default>"
+DEFAULT_SESSION_GAP_S = 30 * 60

@@ -1,0 +1,260 @@
+"""The data contract: events (and optional items) from CSV or Parquet into a validated, columnar `EventLog`.
+
+Rules (DESIGN.md section 3):
+- `user_id`, `item_id` are required; ids may be integers or strings.
+- No `session_id`: sessions split where a user's gap between events exceeds `session_gap_s`.
+  No `timestamp` either: row order within a user is time order and every event is its own session.
+- No `action`: every event is a `click`. No `context`/`scenario`: the default one.
+- Sessions are ordered by their first event; a session's context and scenario are those of its first event.
+- Items missing from the items file get unknown side info (code 0).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from training.columns import ACTION_CODES, DEFAULT_SESSION_GAP_S, Columns
+from training.errors import DataError
+from training.table_io import read_table
+from training.vocab import Vocabularies
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ItemTable:
+    """Side information by item code (index 0 is the padding item)."""
+
+    category: np.ndarray  # (n_items,) int32 category codes, 0 = unknown
+    seller: np.ndarray  # (n_items,) int32 seller codes, 0 = unknown
+    title: np.ndarray  # (n_items,) object: title text or ""
+
+
+@dataclass
+class EventLog:
+    """All events, sorted by user, then session, then time. Every array has one entry per event."""
+
+    user: np.ndarray  # (N,) int32 user codes
+    item: np.ndarray  # (N,) int32 item codes
+    action: np.ndarray  # (N,) int8 codes of ACTIONS
+    timestamp: np.ndarray  # (N,) int64 unix seconds (row order when the file had no timestamps)
+    session: np.ndarray  # (N,) int64 session index, 0..S-1, non-decreasing
+    context: np.ndarray  # (N,) int32 context codes, 0 = default
+    scenario: np.ndarray  # (N,) int32 scenario codes, 0 = default
+    vocabs: Vocabularies
+    items: ItemTable
+    has_timestamp: bool = True
+    source: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.vocabs.items)
+
+    @cached_property
+    def session_offsets(self) -> np.ndarray:
+        """(S+1,) start of each session in the event arrays."""
+        return _run_offsets(self.session)
+
+    @cached_property
+    def user_offsets(self) -> np.ndarray:
+        """(U_active+1,) start of each active user's events; `active_users` names them."""
+        return _run_offsets(self.user)
+
+    @cached_property
+    def active_users(self) -> np.ndarray:
+        return self.user[self.user_offsets[:-1]]
+
+    @cached_property
+    def session_user(self) -> np.ndarray:
+        return self.user[self.session_offsets[:-1]]
+
+    @cached_property
+    def session_context(self) -> np.ndarray:
+        return self.context[self.session_offsets[:-1]]
+
+    @cached_property
+    def session_scenario(self) -> np.ndarray:
+        return self.scenario[self.session_offsets[:-1]]
+
+    @cached_property
+    def session_start(self) -> np.ndarray:
+        return self.timestamp[self.session_offsets[:-1]]
+
+    def take(self, mask: np.ndarray) -> EventLog:
+        """The events where `mask` holds, sessions renumbered densely (vocabularies are shared)."""
+        session = self.session[mask]
+        dense_session = np.cumsum(np.r_[True, session[1:] != session[:-1]]) - 1 if len(session) else session
+        return EventLog(
+            user=self.user[mask], item=self.item[mask], action=self.action[mask],
+            timestamp=self.timestamp[mask], session=dense_session.astype(np.int64),
+            context=self.context[mask], scenario=self.scenario[mask], vocabs=self.vocabs,
+            items=self.items, has_timestamp=self.has_timestamp, source=self.source,
+        )
+
+
+def _run_offsets(sorted_keys: np.ndarray) -> np.ndarray:
+    if len(sorted_keys) == 0:
+        return np.zeros(1, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+    return np.r_[starts, len(sorted_keys)].astype(np.int64)
+
+
+def load_events(
+    events_path: str | Path,
+    items_path: str | Path | None = None,
+    *,
+    session_gap_s: int = DEFAULT_SESSION_GAP_S,
+    vocabs: Vocabularies | None = None,
+    grow_vocabs: bool = True,
+) -> EventLog:
+    """Read and validate an events file (and an items file) into an `EventLog`.
+
+    Pass the `vocabs` of a trained model to keep its codes; with `grow_vocabs` new ids get new codes appended,
+    without it they map to code 0. Raises `DataError` naming the file, row and column of the first bad value.
+    """
+    vocabs = vocabs if vocabs is not None else Vocabularies()
+    item_frame = read_table(items_path, Columns.items_required) if items_path is not None else None
+    if item_frame is not None:
+        _check_unique(item_frame, Columns.item, str(items_path))
+        vocabs.items.encode(item_frame[Columns.item], grow=grow_vocabs)
+    frame = read_table(events_path, Columns.events_required)
+    path = str(events_path)
+    _check_not_null(frame, Columns.events_required, path)
+    if Columns.event_id in frame:
+        _check_unique(frame, Columns.event_id, path)
+    user = vocabs.users.encode(frame[Columns.user], grow=grow_vocabs)
+    item = vocabs.items.encode(frame[Columns.item], grow=grow_vocabs)
+    action = _parse_actions(frame, path)
+    context = _encode_optional(frame, Columns.context, vocabs, "contexts", grow_vocabs)
+    scenario = _encode_optional(frame, Columns.scenario, vocabs, "scenarios", grow_vocabs)
+    has_timestamp = Columns.timestamp in frame
+    timestamp = _parse_timestamps(frame, path) if has_timestamp else np.arange(len(frame), dtype=np.int64)
+    order, session = _sessionize(frame, user, timestamp, has_timestamp, session_gap_s, path)
+    items = _item_table(item_frame, vocabs, grow_vocabs)
+    logger.info("loaded %d events, %d sessions from %s", len(frame), session[-1] + 1, path)
+    return EventLog(
+        user=user[order], item=item[order], action=action[order], timestamp=timestamp[order],
+        session=session, context=context[order], scenario=scenario[order], vocabs=vocabs, items=items,
+        has_timestamp=has_timestamp, source=path,
+    )
+
+
+def _check_not_null(frame: pd.DataFrame, columns: tuple[str, ...], path: str) -> None:
+    for column in columns:
+        missing = frame[column].isna().to_numpy()
+        if column in (Columns.user, Columns.item) and frame[column].dtype == object:
+            missing |= (frame[column].astype(str).str.strip() == "").to_numpy()
+        if missing.any():
+            raise DataError(path, "missing value", row=int(np.argmax(missing)) + 1, column=column)
+
+
+def _check_unique(frame: pd.DataFrame, column: str, path: str) -> None:
+    duplicated = frame[column].duplicated().to_numpy()
+    if duplicated.any():
+        row = int(np.argmax(duplicated))
+        value = frame[column].iloc[row]
+        raise DataError(path, f"duplicate {column} {value!r}", row=row + 1, column=column)
+
+
+def _parse_actions(frame: pd.DataFrame, path: str) -> np.ndarray:
+    if Columns.action not in frame:
+        return np.full(len(frame), ACTION_CODES["click"], dtype=np.int8)
+    row_to_unique, uniques = pd.factorize(frame[Columns.action], use_na_sentinel=True)
+    codes_of_uniques = np.empty(len(uniques), dtype=np.int8)
+    for position, name in enumerate(uniques):
+        code = ACTION_CODES.get(str(name).strip().lower())
+        if code is None:
+            row = int(np.argmax(row_to_unique == position)) + 1
+            expected = ", ".join(ACTION_CODES)
+            raise DataError(path, f"unknown action {name!r} (expected one of {expected})", row=row,
+                            column=Columns.action)
+        codes_of_uniques[position] = code
+    # An empty action cell means the same as a missing column: a click.
+    return np.where(row_to_unique >= 0, codes_of_uniques[row_to_unique], ACTION_CODES["click"]).astype(np.int8)
+
+
+def _encode_optional(frame: pd.DataFrame, column: str, vocabs: Vocabularies, vocab_name: str,
+                     grow: bool) -> np.ndarray:
+    if column not in frame:
+        return np.zeros(len(frame), dtype=np.int32)
+    return getattr(vocabs, vocab_name).encode(frame[column], grow=grow)
+
+
+def _parse_timestamps(frame: pd.DataFrame, path: str) -> np.ndarray:
+    """Unix seconds from numbers (seconds), datetimes, or date-time text."""
+    values = frame[Columns.timestamp]
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        seconds = values.to_numpy(dtype=np.float64)
+    elif pd.api.types.is_datetime64_any_dtype(values):
+        seconds = _datetime_seconds(values)
+    else:
+        numeric = pd.to_numeric(values, errors="coerce")
+        if numeric.notna().all():
+            seconds = numeric.to_numpy(dtype=np.float64)
+        else:
+            parsed = pd.to_datetime(values, errors="coerce", utc=True, format="ISO8601")
+            seconds = _datetime_seconds(parsed)
+    bad = ~np.isfinite(seconds)
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise DataError(path, f"unparsable timestamp {values.iloc[row]!r} (expected unix seconds or ISO 8601)",
+                        row=row + 1, column=Columns.timestamp)
+    return np.floor(seconds).astype(np.int64)
+
+
+def _datetime_seconds(values: pd.Series) -> np.ndarray:
+    if values.dt.tz is None:
+        values = values.dt.tz_localize("UTC")
+    # Divide by a timedelta so any resolution (s, ms, ns) gives seconds; NaT becomes NaN.
+    elapsed = (values - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
+    return elapsed.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _sessionize(frame: pd.DataFrame, user: np.ndarray, timestamp: np.ndarray, has_timestamp: bool,
+                session_gap_s: int, path: str) -> tuple[np.ndarray, np.ndarray]:
+    """Sort order of the events and the session index of each sorted event."""
+    if Columns.session in frame:
+        _check_not_null(frame, (Columns.session,), path)
+        # Sessions are per user: the same session_id under two users is two sessions.
+        session_code, session_names = pd.factorize(frame[Columns.session])
+        session_key = pd.factorize(user.astype(np.int64) * len(session_names) + session_code)[0]
+        first_time = pd.Series(timestamp).groupby(session_key).transform("min").to_numpy()
+        order = np.lexsort((timestamp, session_key, first_time, user))
+        sorted_key = session_key[order]
+        is_new = np.r_[True, sorted_key[1:] != sorted_key[:-1]]
+    elif has_timestamp:
+        order = np.lexsort((timestamp, user))
+        sorted_user, sorted_time = user[order], timestamp[order]
+        is_new = np.r_[True, (sorted_user[1:] != sorted_user[:-1])
+                       | (sorted_time[1:] - sorted_time[:-1] > session_gap_s)]
+    else:
+        order = np.argsort(user, kind="stable")
+        is_new = np.ones(len(order), dtype=bool)
+    return order, (np.cumsum(is_new) - 1).astype(np.int64)
+
+
+def _item_table(item_frame: pd.DataFrame | None, vocabs: Vocabularies, grow: bool) -> ItemTable:
+    n_items = len(vocabs.items)
+    category = np.zeros(n_items, dtype=np.int32)
+    seller = np.zeros(n_items, dtype=np.int32)
+    title = np.full(n_items, "", dtype=object)
+    if item_frame is not None:
+        codes = vocabs.items.encode(item_frame[Columns.item], grow=False)
+        known = codes > 0
+        for column, target, vocab_name in ((Columns.category, category, "categories"),
+                                           (Columns.seller, seller, "sellers")):
+            if column in item_frame:
+                target[codes[known]] = getattr(vocabs, vocab_name).encode(item_frame[column], grow=grow)[known]
+        if Columns.title in item_frame:
+            title[codes[known]] = item_frame[Columns.title].fillna("").astype(str).to_numpy()[known]
+    return ItemTable(category=category, seller=seller, title=title)

@@ -1,0 +1,61 @@
+"""Reading a CSV or Parquet table, with the contract's errors for empty files and missing columns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from training.errors import DataError
+
+PARQUET_SUFFIXES = (".parquet", ".pq")
+CSV_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz")
+
+
+def read_table(path: str | Path, required: tuple[str, ...]) -> pd.DataFrame:
+    """The whole table as a DataFrame; `DataError` for a missing, empty or unreadable file or missing columns."""
+    path = Path(path)
+    name = str(path)
+    if not path.is_file():
+        raise DataError(name, "file not found")
+    if path.stat().st_size == 0:
+        raise DataError(name, "file is empty")
+    frame = _read(path, name)
+    missing = [column for column in required if column not in frame.columns]
+    if missing:
+        found = ", ".join(map(str, frame.columns)) or "none"
+        raise DataError(name, f"missing required column (found: {found})", column=missing[0])
+    if len(frame) == 0:
+        raise DataError(name, "file has a header but no rows")
+    return frame
+
+
+def _read(path: Path, name: str) -> pd.DataFrame:
+    suffix = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
+    try:
+        if suffix in PARQUET_SUFFIXES:
+            return pq.read_table(path).to_pandas()
+        if suffix in CSV_SUFFIXES:
+            separator = "\t" if suffix.startswith(".tsv") else ","
+            return pd.read_csv(path, sep=separator, engine="pyarrow")
+    except (pa.ArrowInvalid, pa.ArrowException, pd.errors.ParserError, pd.errors.EmptyDataError, OSError,
+            UnicodeDecodeError) as error:
+        raise DataError(name, f"cannot read: {_first_line(error)}") from None
+    raise DataError(name, f"unsupported file type '{suffix}' (expected .csv, .csv.gz, .tsv or .parquet)")
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def write_table(frame: pd.DataFrame, path: str | Path) -> None:
+    """Write a table as Parquet or CSV by its suffix, through a temporary file so a reader never sees half of it."""
+    path = Path(path)
+    tmp_path = path.with_name(f".{path.name}.tmp")
+    if path.suffix in PARQUET_SUFFIXES:
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp_path)
+    else:
+        frame.to_csv(tmp_path, index=False)
+    tmp_path.replace(path)
