@@ -23,6 +23,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--k", default="10,50,100", help="comma-separated cut-offs")
     parser.add_argument("--test-fraction", type=float, default=0.1,
                         help="temporal: share of the latest events held out")
+    parser.add_argument("--cold-users", action="store_true",
+                        help="temporal: also evaluate users with no history before the split (context only)")
     parser.add_argument("--filter-viewed", action=argparse.BooleanOptionalAction, default=True,
                         help="drop items the user already clicked from the recommendations")
     parser.add_argument("--json", dest="json_path", nargs="?", const="-", default=None,
@@ -59,7 +61,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.protocol == "temporal" and not log.has_timestamp:
         raise DataError(str(args.events), "the temporal protocol needs timestamps; use --protocol loo",
                         column="timestamp")
-    split = leave_one_out(log) if args.protocol == "loo" else temporal_split(log, test_fraction=args.test_fraction)
+    split = leave_one_out(log) if args.protocol == "loo" else temporal_split(
+        log, test_fraction=args.test_fraction, include_cold_users=args.cold_users)
     if len(split.cases) == 0:
         raise DataError(str(args.events), "no user has a click, cart or pay to predict after the split")
     models = [_baseline(name, split, args.world) for name in names]

@@ -46,8 +46,8 @@ def is_target(log: EventLog, min_action: int = CLICK) -> np.ndarray:
 def leave_one_out(log: EventLog, holdout: int = 1, min_action: int = CLICK) -> Split:
     """Each user's last target event is the target (`holdout=2`: the one before it, for validation).
 
-    Training keeps each user's events before their target; users with fewer than `holdout + 1` target events
-    are not evaluated but keep all their events for training.
+    Training keeps each user's events before the target's session; users with fewer than `holdout + 1` target
+    events are not evaluated but keep all their events for training.
     """
     positive = np.flatnonzero(is_target(log, min_action))
     user_of_positive = log.user[positive]
@@ -56,10 +56,12 @@ def leave_one_out(log: EventLog, holdout: int = 1, min_action: int = CLICK) -> S
     rank_from_last = group_end[group] - np.arange(len(positive)) + 1  # 1 = the user's last target event
     group_size = np.diff(np.r_[-1, group_end])
     chosen = positive[(rank_from_last == holdout) & (group_size[group] > holdout)]
-    # Drop every event from each chosen target to its user's last event.
+    # Drop every event from the start of each chosen target's session (what was shown with it is not known
+    # before the request) to its user's last event.
+    session_start = log.session_offsets[log.session[chosen]]
     user_end = log.user_offsets[np.searchsorted(log.user_offsets, chosen, side="right")]
     boundary = np.zeros(len(log) + 1, dtype=np.int64)
-    np.add.at(boundary, chosen, 1)
+    np.add.at(boundary, session_start, 1)
     np.add.at(boundary, user_end, -1)
     cut = np.cumsum(boundary[:-1]) > 0
     cases = EvalCases(
@@ -71,11 +73,11 @@ def leave_one_out(log: EventLog, holdout: int = 1, min_action: int = CLICK) -> S
 
 
 def temporal_split(log: EventLog, split_time: int | None = None, test_fraction: float = 0.1,
-                   min_action: int = CLICK) -> Split:
-    """Train on sessions that start before `split_time`; predict each returning user's next session after it.
+                   min_action: int = CLICK, include_cold_users: bool = False) -> Split:
+    """Train on sessions that start before `split_time`; predict each user's next session after it.
 
     Without `split_time`, it is the time that leaves `test_fraction` of the events after it. Users with no
-    history before the split (cold users) are not evaluated.
+    history before the split (cold users) are evaluated only with `include_cold_users`.
     """
     if not log.has_timestamp:
         raise ValueError("the temporal protocol needs timestamps; use leave-one-out for this file")
@@ -89,7 +91,7 @@ def temporal_split(log: EventLog, split_time: int | None = None, test_fraction: 
     session_users = log.session_user[candidates]
     first_per_user = candidates[np.r_[True, session_users[1:] != session_users[:-1]]]
     warm = np.isin(log.session_user[first_per_user], train.active_users)
-    target_sessions = first_per_user[warm]
+    target_sessions = first_per_user if include_cold_users else first_per_user[warm]
     return Split("temporal", train, _session_cases(log, target_sessions, min_action))
 
 
@@ -117,3 +119,20 @@ def viewed_items(train: EventLog, users: np.ndarray, min_action: int = CLICK) ->
     offsets = np.r_[0, np.cumsum(lengths)].astype(np.int64)
     gather = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
     return offsets, pair_item[gather]
+
+
+def sample_cases(split: Split, max_cases: int, seed: int = 0) -> Split:
+    """The split with at most `max_cases` cases, drawn without replacement (same seed, same cases)."""
+    cases = split.cases
+    if len(cases) <= max_cases:
+        return split
+    chosen = np.sort(np.random.default_rng(seed).choice(len(cases), size=max_cases, replace=False))
+    lengths = cases.n_targets[chosen]
+    starts = cases.target_offsets[chosen]
+    offsets = np.r_[0, np.cumsum(lengths)].astype(np.int64)
+    gather = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
+    sampled = EvalCases(
+        user=cases.user[chosen], context=cases.context[chosen], scenario=cases.scenario[chosen],
+        request_time=cases.request_time[chosen], target_offsets=offsets, target_items=cases.target_items[gather],
+    )
+    return Split(split.protocol, split.train, sampled)

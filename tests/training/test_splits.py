@@ -68,3 +68,24 @@ def test_viewed_items_are_the_users_acted_items_in_training(write_csv):
     offsets, items = viewed_items(log, users)
     assert list(offsets) == [0, 1, 2]
     assert list(log.vocabs.items.decode(items)) == ["c", "a"]
+
+
+def test_leave_one_out_history_stops_before_the_target_session(write_csv):
+    log = load_events(write_csv([
+        {"user_id": 1, "session_id": "s1", "item_id": "a", "action": "click"},
+        {"user_id": 1, "session_id": "s2", "item_id": "x", "action": "show"},  # shown with the target: not known
+        {"user_id": 1, "session_id": "s2", "item_id": "b", "action": "click"},  # the target
+    ]))
+    split = leave_one_out(log)
+    assert list(log.vocabs.items.decode(split.train.item)) == ["a"]
+
+
+def test_temporal_split_can_include_cold_users(write_csv):
+    log = load_events(write_csv([
+        {"user_id": 1, "timestamp": 1 * DAY, "item_id": "a", "action": "click"},
+        {"user_id": 1, "timestamp": 9 * DAY, "item_id": "b", "action": "click"},
+        {"user_id": 2, "timestamp": 9 * DAY, "item_id": "a", "action": "click"},  # cold: nothing before day 5
+    ]))
+    assert len(temporal_split(log, split_time=5 * DAY).cases) == 1
+    with_cold = temporal_split(log, split_time=5 * DAY, include_cold_users=True)
+    assert len(with_cold.cases) == 2
