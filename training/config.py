@@ -1,0 +1,98 @@
+"""Every hyperparameter of a training run, in three commented dataclasses (TOML-loadable)."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+ENCODERS = ("tbgrecall", "sasrec", "bert4rec")
+RETRIEVAL_LOSSES = ("sampled_softmax", "softmax", "bce", "gbce")
+
+
+@dataclass
+class ModelConfig:
+    encoder: str = "tbgrecall"  # tbgrecall | sasrec | bert4rec
+    dim: int = 64  # model width = retrieval dimension
+    n_layers: int = 2
+    n_heads: int = 2
+    max_len: int = 200  # tokens per user sequence; also HSTU's fixed attention divisor
+    dropout: float = 0.2
+    max_items_per_session: int = 32  # strongest actions kept first
+    n_future_sessions: int = 3  # m: context token k also predicts sessions k+1..k+m-1, one head per offset
+    # Ablations of TBGRecall (the defaults are the full model).
+    use_context: bool = True  # False: context tokens carry no request context (scenario and time only)
+    positions: str = "sw-rope"  # sw-rope | learned
+    attention_mask: str = "session"  # session | causal
+    type_towers: bool = True  # separate context/item input towers and first-block projections
+    mask_prob: float = 0.2  # BERT4Rec: share of items masked in training
+
+
+@dataclass
+class LossConfig:
+    retrieval: str = "sampled_softmax"  # sampled_softmax (L_nce) | softmax (full catalogue) | bce | gbce
+    n_negatives: int = 256
+    negatives: str = "uniform"  # uniform | in-batch (with logQ correction)
+    gbce_t: float = 0.75  # gBCE calibration
+    temperature: float = 0.05  # scores are cosine / temperature
+    click_weight: float = 1.0  # L_click (TBGRecall only: needs shown-not-clicked items)
+    pay_weight: float = 1.0  # L_pay
+    future_weight: float = 0.5  # weight of the heads for sessions k+1.. relative to session k
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 40  # an upper bound: early stopping ends most runs sooner
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    patience: int = 3  # validations without NDCG improvement before stopping
+    eval_k: int = 10  # early stopping watches NDCG@eval_k
+    valid_max_cases: int = 3000
+    seed: int = 0
+    deterministic: bool = False
+    device: str = "auto"  # auto | cpu | cuda
+    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    recency_days: float = 0.0  # > 0: train on the last N days of events only
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, payload: dict) -> RunConfig:
+        return cls(**{name: _build(kind, payload.get(name, {})) for name, kind in
+                      (("model", ModelConfig), ("loss", LossConfig), ("train", TrainConfig))})
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> RunConfig:
+        with open(path, "rb") as handle:
+            return cls.from_dict(tomllib.load(handle))
+
+    def validate(self) -> RunConfig:
+        if self.model.encoder not in ENCODERS:
+            raise ValueError(f"model.encoder must be one of {ENCODERS}, got {self.model.encoder!r}")
+        if self.loss.retrieval not in RETRIEVAL_LOSSES:
+            raise ValueError(f"loss.retrieval must be one of {RETRIEVAL_LOSSES}, got {self.loss.retrieval!r}")
+        if self.model.dim % self.model.n_heads:
+            raise ValueError("model.dim must be a multiple of model.n_heads")
+        if self.model.max_len < 4:
+            raise ValueError("model.max_len must be at least 4")
+        return self
+
+
+def _build(kind: type, values: dict):
+    known = {f.name for f in fields(kind)}
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"unknown {kind.__name__} option(s): {', '.join(sorted(unknown))}")
+    return kind(**values)

@@ -1,0 +1,81 @@
+"""HSTU blocks (Zhai et al., "Actions speak louder than words", 2024) with session-wise RoPE and the
+TBGRecall session mask. Plain PyTorch ops only, so the encoder exports to ONNX."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.features import CONTEXT_TOKEN, PAD
+
+
+def session_mask(token_type: torch.Tensor, session_pos: torch.Tensor) -> torch.Tensor:
+    """(B, T, T) float: 1 where query token i may attend to key token j.
+
+    A token sees every token of earlier sessions, its own session's context token, and itself; the items of one
+    session never see each other; padding sees nothing and is seen by nothing.
+    """
+    valid = token_type != PAD  # (B, T)
+    earlier = session_pos[:, None, :] < session_pos[:, :, None]  # key's session before query's
+    same = session_pos[:, None, :] == session_pos[:, :, None]
+    key_is_context = (token_type == CONTEXT_TOKEN)[:, None, :]
+    eye = torch.eye(token_type.shape[1], dtype=torch.bool, device=token_type.device)[None]
+    allowed = earlier | (same & (key_is_context | eye))
+    return (allowed & valid[:, None, :] & valid[:, :, None]).float()
+
+
+def causal_mask(token_type: torch.Tensor) -> torch.Tensor:
+    """(B, T, T) float: the plain causal mask (an ablation: items of a session see the ones before them)."""
+    valid = token_type != PAD
+    length = token_type.shape[1]
+    lower = torch.tril(torch.ones(length, length, dtype=torch.bool, device=token_type.device))[None]
+    return (lower & valid[:, None, :] & valid[:, :, None]).float()
+
+
+def rope_angles(positions: torch.Tensor, head_dim: int, base: float = 10_000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin of shape (B, 1, T, head_dim) for integer positions (B, T): here the session index."""
+    inv_freq = base ** (-torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
+    angles = positions.float()[..., None] * inv_freq  # (B, T, head_dim/2)
+    angles = torch.cat([angles, angles], dim=-1)[:, None]
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate (B, H, T, Dh) by the angles: q.k then depends only on the difference of positions."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
+
+
+class HSTUBlock(nn.Module):
+    """One HSTU layer: fused U,V,Q,K with SiLU; pointwise SiLU attention over a fixed divisor; norm, gate by U."""
+
+    def __init__(self, dim: int, n_heads: int, max_len: int, dropout: float, typed: bool):
+        super().__init__()
+        self.n_heads, self.head_dim, self.max_len = n_heads, dim // n_heads, max_len
+        self.input_norm = nn.LayerNorm(dim)
+        # typed: context and item tokens get their own U/V/Q/K projection (first block of TBGRecall).
+        self.uvqk = nn.Linear(dim, 4 * dim)
+        self.uvqk_context = nn.Linear(dim, 4 * dim) if typed else None
+        self.attention_norm = nn.LayerNorm(dim)
+        self.output = nn.Linear(dim, dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, is_context: torch.Tensor,
+                rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        batch, length, dim = x.shape
+        h = self.input_norm(x)
+        projected = self.uvqk(h)
+        if self.uvqk_context is not None:
+            projected = torch.where(is_context[..., None], self.uvqk_context(h), projected)
+        u, v, q, k = F.silu(projected).chunk(4, dim=-1)  # each (B, T, d)
+        q, k, v = (t.view(batch, length, self.n_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        scores = q @ k.transpose(-1, -2) / self.head_dim**0.5  # (B, H, T, T)
+        # No softmax: SiLU weights divided by the maximum length, a constant, so serving matches training.
+        attention = F.silu(scores) / self.max_len * mask[:, None]
+        y = (attention @ v).transpose(1, 2).reshape(batch, length, dim)
+        y = self.attention_norm(y) * u
+        return x + self.dropout(self.output(y))

@@ -1,0 +1,61 @@
+"""A training run on disk: config.json, model.pt (weights only), vocabularies.json, metrics.json, history.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from training.config import RunConfig
+from training.errors import DataError
+from training.model import RecallModel
+from training.vocab import Vocabularies
+
+
+@dataclass
+class Run:
+    model: RecallModel
+    config: RunConfig
+    vocabs: Vocabularies
+    metrics: dict
+    path: Path | None = None
+
+
+def save_run(path: str | Path, run: Run, history: list[dict]) -> None:
+    """Write the run into a temporary directory, then rename it into place: never a half-written run."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    torch.save(run.model.state_dict(), tmp / "model.pt")
+    (tmp / "config.json").write_text(json.dumps({**run.config.to_dict(), "sizes": run.model.sizes}, indent=2))
+    run.vocabs.save(tmp / "vocabularies.json")
+    (tmp / "metrics.json").write_text(json.dumps(run.metrics, indent=2))
+    (tmp / "history.json").write_text(json.dumps(history, indent=2))
+    if path.exists():
+        old = path.with_name(f".{path.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, path)
+
+
+def load_run(path: str | Path, device: str = "cpu") -> Run:
+    path = Path(path)
+    if not (path / "config.json").is_file() or not (path / "model.pt").is_file():
+        raise DataError(str(path), "not a training run (config.json and model.pt expected)")
+    payload = json.loads((path / "config.json").read_text())
+    sizes = payload.pop("sizes")
+    config = RunConfig.from_dict(payload)
+    model = RecallModel(config.model, sizes)
+    model.load_state_dict(torch.load(path / "model.pt", map_location=device, weights_only=True))
+    model.eval()
+    metrics = json.loads((path / "metrics.json").read_text()) if (path / "metrics.json").exists() else {}
+    return Run(model=model, config=config, vocabs=Vocabularies.load(path / "vocabularies.json"), metrics=metrics,
+               path=path)

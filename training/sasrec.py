@@ -1,0 +1,53 @@
+"""SASRec (Kang & McAuley, 2018): causal softmax self-attention over the acted items, learned positions.
+
+The user vector is the output at the most recent item; the request's context is not used (a baseline).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.config import ModelConfig
+from training.features import PAD
+from training.item_tower import ItemTower
+from training.pairs import Pairs
+from training.transformer import TransformerBlock, is_item, item_attention, positions_from_right
+
+
+class SASRecEncoder(nn.Module):
+    def __init__(self, config: ModelConfig, sizes: dict[str, int], item_tower: ItemTower):
+        super().__init__()
+        self.config = config
+        self.item_tower = item_tower
+        self.position_embedding = nn.Embedding(config.max_len + 1, config.dim)
+        self.input_dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(TransformerBlock(config.dim, config.n_heads, config.dropout)
+                                    for _ in range(config.n_layers))
+        self.final_norm = nn.LayerNorm(config.dim)
+
+    def encode(self, f: dict[str, torch.Tensor]) -> torch.Tensor:
+        # The query token of inference batches is not an item: SASRec treats it as padding.
+        token_type = torch.where(is_item(f["token_type"]), f["token_type"], torch.zeros_like(f["token_type"]))
+        positions = positions_from_right(token_type).clamp(min=0, max=self.config.max_len)
+        x = self.item_tower(f["item"]) + self.position_embedding(positions)
+        x = self.input_dropout(x) * (token_type != PAD)[..., None].float()
+        allowed = item_attention(token_type, causal=True)
+        for block in self.blocks:
+            x = block(x, allowed)
+        return self.final_norm(x)
+
+    def forward(self, f: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, d) unit user vectors: the output at the last item, just before the query token."""
+        return F.normalize(self.encode(f)[:, -2], dim=-1)
+
+    def training_pairs(self, f: dict[str, torch.Tensor], future_weight: float) -> Pairs:
+        """Shifted sequence: the output at each item predicts the next item."""
+        hidden = self.encode(f)
+        item = is_item(f["token_type"])
+        usable = item[:, :-1] & item[:, 1:]
+        rows, cols = usable.nonzero(as_tuple=True)
+        return Pairs(query=F.normalize(hidden[rows, cols], dim=-1), positive=f["item"][rows, cols + 1],
+                     action=f["action"][rows, cols + 1] - 1, scenario=f["scenario"][rows, cols + 1],
+                     weight=torch.ones(len(rows), device=hidden.device), group=rows)

@@ -1,0 +1,118 @@
+"""The TBGRecall user encoder: context tokens and session items through HSTU blocks with session-wise RoPE.
+
+Sequence [c(1), items of session 1, ..., c(K), items of session K, c(K+1)]; the output at c(k), which sees only
+earlier sessions and its own context, is the user vector that retrieves the items of session k (head 0) and of
+sessions k+1.. (one head per offset).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.config import ModelConfig
+from training.features import CONTEXT_TOKEN, ITEM_TOKEN, N_ACTIONS, N_GAPS, N_HOURS, N_WEEKDAYS
+from training.hstu import HSTUBlock, causal_mask, rope_angles, session_mask
+from training.item_tower import ItemTower
+from training.pairs import Pairs, concat
+
+
+def tower(dim: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Dropout(dropout), nn.Linear(dim, dim))
+
+
+class TBGRecallEncoder(nn.Module):
+    def __init__(self, config: ModelConfig, sizes: dict[str, int], item_tower: ItemTower):
+        super().__init__()
+        d = config.dim
+        self.config = config
+        self.item_tower = item_tower
+        self.context_embedding = nn.Embedding(sizes["contexts"], d)  # code 0: the default context
+        self.scenario_embedding = nn.Embedding(sizes["scenarios"], d)
+        self.action_embedding = nn.Embedding(N_ACTIONS, d)
+        self.hour_embedding = nn.Embedding(N_HOURS, d)
+        self.weekday_embedding = nn.Embedding(N_WEEKDAYS, d)
+        self.gap_embedding = nn.Embedding(N_GAPS, d)
+        self.position_embedding = nn.Embedding(config.max_len + 1, d) if config.positions == "learned" else None
+        self.context_tower = tower(d, config.dropout)
+        self.item_input_tower = tower(d, config.dropout) if config.type_towers else self.context_tower
+        self.blocks = nn.ModuleList(
+            HSTUBlock(d, config.n_heads, config.max_len, config.dropout, typed=config.type_towers and i == 0)
+            for i in range(config.n_layers))
+        self.final_norm = nn.LayerNorm(d)
+        self.session_heads = nn.ModuleList(nn.Linear(d, d) for _ in range(config.n_future_sessions))
+        self.click_head = nn.Linear(d, d)
+        self.pay_head = nn.Linear(d, d)
+        for embedding in (self.context_embedding, self.scenario_embedding, self.action_embedding,
+                          self.hour_embedding, self.weekday_embedding, self.gap_embedding):
+            nn.init.normal_(embedding.weight, std=0.05)
+
+    def embed(self, f: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, T) features -> (B, T, d) token inputs; padding rows are zero."""
+        token_type = f["token_type"]
+        shared = (self.scenario_embedding(f["scenario"]) + self.hour_embedding(f["hour"])
+                  + self.weekday_embedding(f["weekday"]) + self.gap_embedding(f["gap"]))
+        context = shared + (self.context_embedding(f["context"]) if self.config.use_context else 0.0)
+        item = shared + self.item_tower(f["item"]) + self.action_embedding(f["action"])
+        is_context = (token_type == CONTEXT_TOKEN)[..., None]
+        x = torch.where(is_context, self.context_tower(context), self.item_input_tower(item))
+        if self.position_embedding is not None:
+            x = x + self.position_embedding(f["session_pos"].clamp(max=self.config.max_len))
+        return x * (token_type != 0)[..., None].float()
+
+    def encode(self, f: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, T, d) final hidden states."""
+        token_type = f["token_type"]
+        if self.config.attention_mask == "session":
+            mask = session_mask(token_type, f["session_pos"])
+        else:
+            mask = causal_mask(token_type)
+        rope = rope_angles(f["session_pos"], self.config.dim // self.config.n_heads) \
+            if self.position_embedding is None else None
+        x = self.embed(f)
+        is_context = token_type == CONTEXT_TOKEN
+        for block in self.blocks:
+            x = block(x, mask, is_context, rope)
+        return self.final_norm(x)
+
+    def forward(self, f: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, d) unit user vectors read at the last token: the query (next) context token."""
+        hidden = self.encode(f)[:, -1]
+        return F.normalize(self.session_heads[0](hidden), dim=-1)
+
+    def training_pairs(self, f: dict[str, torch.Tensor], future_weight: float) -> Pairs:
+        """Every item token is a positive for its session's context token (head 0) and, for j = 1..m-1, for the
+        context token j sessions earlier (head j)."""
+        hidden = self.encode(f)
+        token_type, session_pos = f["token_type"], f["session_pos"]
+        n_sessions = int(session_pos.max()) + 1
+        context_at = torch.full((token_type.shape[0], n_sessions), -1, dtype=torch.long, device=hidden.device)
+        ctx_row, ctx_col = (token_type == CONTEXT_TOKEN).nonzero(as_tuple=True)
+        context_at[ctx_row, session_pos[ctx_row, ctx_col]] = ctx_col
+        item_row, item_col = (token_type == ITEM_TOKEN).nonzero(as_tuple=True)
+        item_session = session_pos[item_row, item_col]
+        parts = []
+        for offset, head in enumerate(self.session_heads):
+            source = item_session - offset
+            usable = source >= 0
+            rows, cols, source = item_row[usable], item_col[usable], source[usable]
+            query_col = context_at[rows, source]
+            usable = query_col >= 0
+            rows, cols, query_col = rows[usable], cols[usable], query_col[usable]
+            query_hidden = hidden[rows, query_col]
+            parts.append(Pairs(
+                query=F.normalize(head(query_hidden), dim=-1), positive=f["item"][rows, cols],
+                action=f["action"][rows, cols] - 1, scenario=f["scenario"][rows, cols],
+                weight=torch.full((len(rows),), 1.0 if offset == 0 else future_weight, device=hidden.device),
+                group=rows * n_sessions + session_pos[rows, cols],
+                click_query=F.normalize(self.click_head(query_hidden), dim=-1) if offset == 0 else None,
+                pay_query=F.normalize(self.pay_head(query_hidden), dim=-1) if offset == 0 else None,
+            ))
+        head_pairs = concat(parts[1:]) if len(parts) > 1 else None
+        first = parts[0]
+        if head_pairs is None:
+            return first
+        merged = concat([Pairs(**{**first.__dict__, "click_query": None, "pay_query": None}), head_pairs])
+        merged.click_query, merged.pay_query = first.click_query, first.pay_query  # rows [:len(first)]
+        return merged

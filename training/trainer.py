@@ -1,0 +1,145 @@
+"""Training loop: AdamW, warm-up + cosine, clipping, bf16 autocast on CUDA, validation with early stopping on
+NDCG@K, deterministic mode, and warm start from an earlier run (incremental training)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from training.config import RunConfig
+from training.contract import EventLog
+from training.evaluate import evaluate
+from training.features import build_tokens, collate, session_table, training_windows
+from training.losses import log_item_frequency, total_loss
+from training.model import RecallModel, grow_state
+from training.recommender import to_tensors
+from training.splits import Split, leave_one_out, sample_cases, temporal_split
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    model: RecallModel
+    metrics: dict[str, float]  # best validation metrics
+    history: list[dict] = field(default_factory=list)  # one row per epoch
+    seconds: float = 0.0
+    sequences_per_second: float = 0.0
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+
+
+def validation_split(log: EventLog, protocol: str, max_cases: int, seed: int) -> Split:
+    """Hold out what early stopping watches: the last target per user (loo) or the latest 10% (temporal)."""
+    split = temporal_split(log, test_fraction=0.1) if protocol == "temporal" else leave_one_out(log)
+    return sample_cases(split, max_cases, seed)
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(total - warmup, 1)
+    return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def train(log: EventLog, config: RunConfig, protocol: str = "loo", init_state: dict | None = None,
+          show_progress: bool = True) -> TrainResult:
+    """Train on `log`, validating on a holdout of it; returns the best model by NDCG@eval_k."""
+    from training.recommender import EncoderRecommender
+
+    cfg, started = config.train, time.perf_counter()
+    seed_everything(cfg.seed, cfg.deterministic)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    valid = validation_split(log, protocol, cfg.valid_max_cases, cfg.seed)
+    fit_log = valid.train
+    model = RecallModel(config.model, log.vocabs.sizes() | {"items": log.n_items}).to(device)
+    model.item_tower.set_side_info(torch.from_numpy(_padded(log.items.category, log.n_items)),
+                                   torch.from_numpy(_padded(log.items.seller, log.n_items)))
+    if init_state is not None:
+        grown = grow_state(init_state, model)
+        logger.info("warm start; grown tables: %s", ", ".join(grown) or "none")
+    table = session_table(fit_log, config.model.max_items_per_session)
+    tokens = build_tokens(table, with_context=config.model.encoder == "tbgrecall")
+    windows = training_windows(table, tokens, config.model.max_len)
+    item_counts = torch.from_numpy(np.bincount(tokens.features["item"], minlength=log.n_items)).to(device)
+    item_log_prob = log_item_frequency(item_counts)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = max(math.ceil(len(windows) / cfg.batch_size), 1)
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup = min(cfg.warmup_steps, total_steps // 10 + 1)  # small data sets: do not spend the run warming up
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, warmup, total_steps))
+    rng = np.random.default_rng(cfg.seed)
+    use_amp = cfg.amp and device.type == "cuda"
+    best_metric, best_state, stale, history, sequences, train_seconds = -1.0, None, 0, [], 0, 0.0
+    metric_name = f"ndcg@{cfg.eval_k}"
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        epoch_started, losses = time.perf_counter(), []
+        order = rng.permutation(len(windows))
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{cfg.epochs}", disable=not show_progress,
+                   leave=False, unit="batch")
+        for step in bar:
+            batch_windows = windows[order[step * cfg.batch_size:(step + 1) * cfg.batch_size]]
+            features = to_tensors(collate(tokens, batch_windows), device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                pairs = model.encoder.training_pairs(features, config.loss.future_weight)
+                if len(pairs) == 0:
+                    continue
+                terms = total_loss(pairs, model.item_tower, config.loss, model.task_bias, item_log_prob)
+            optimizer.zero_grad(set_to_none=True)
+            terms.total.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            losses.append(terms.total.item())
+            sequences += len(batch_windows)
+            elapsed = train_seconds + time.perf_counter() - epoch_started
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", seq_s=f"{sequences / max(elapsed, 1e-9):.0f}")
+        train_seconds += time.perf_counter() - epoch_started
+        recommender = EncoderRecommender(model, fit_log)
+        metrics = evaluate(valid, [recommender], [cfg.eval_k])[0].overall
+        history.append({"epoch": epoch, "loss": float(np.mean(losses)) if losses else 0.0, **metrics,
+                        "seconds": time.perf_counter() - started})
+        logger.info("epoch %d loss %.4f %s %.4f", epoch, history[-1]["loss"], metric_name, metrics[metric_name])
+        if show_progress:
+            tqdm.write(f"epoch {epoch}: loss {history[-1]['loss']:.4f}  valid {metric_name} "
+                       f"{metrics[metric_name]:.4f}  ({sequences / max(train_seconds, 1e-9):.0f} seq/s)")
+        if metrics[metric_name] > best_metric:
+            best_metric, best_state, stale = metrics[metric_name], copy.deepcopy(model.state_dict()), 0
+        else:
+            stale += 1
+            if stale >= cfg.patience:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    best = max(history, key=lambda row: row[metric_name]) if history else {}
+    return TrainResult(model=model, metrics={k: v for k, v in best.items() if k != "seconds"}, history=history,
+                       seconds=time.perf_counter() - started,
+                       sequences_per_second=sequences / max(train_seconds, 1e-9))
+
+
+def _padded(values: np.ndarray, length: int) -> np.ndarray:
+    return np.pad(values, (0, length - len(values))).astype(np.int64)
