@@ -1,4 +1,4 @@
-"""`recall evaluate`: baselines (and later trained runs) on a split of an events file."""
+"""`recall evaluate`: baselines and a trained run on a split of an events file."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--protocol", choices=("loo", "temporal"), default="temporal")
     parser.add_argument("--model", default="popular,context-popular",
                         help=f"comma-separated, from {', '.join(BASELINES)} (oracle needs --world)")
+    parser.add_argument("--run", type=Path, help="a trained run (recall train) to evaluate beside the baselines")
     parser.add_argument("--world", type=Path, help="world.npz of a synthetic data set, for the oracle")
     parser.add_argument("--k", default="10,50,100", help="comma-separated cut-offs")
     parser.add_argument("--test-fraction", type=float, default=0.1,
@@ -46,6 +47,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     """Load, split, fit the baselines on the training part, print the comparison table (or JSON)."""
     from training.contract import load_events
     from training.evaluate import evaluate, print_results, results_to_json
+    from training.recommender import EncoderRecommender
+    from training.run_dir import load_run
     from training.splits import leave_one_out, temporal_split
 
     ks = parse_ks(args.k)
@@ -56,8 +59,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if "oracle" in names and args.world is None:
         raise SystemExit("recall evaluate: error: --model oracle needs --world (a synthetic world.npz)")
     console = make_console()
+    run = load_run(args.run) if args.run else None
     with console.status(f"loading {args.events}"):
-        log = load_events(args.events, args.items, session_gap_s=args.session_gap)
+        log = load_events(args.events, args.items, session_gap_s=args.session_gap,
+                          vocabs=run.vocabs if run else None)
     if args.protocol == "temporal" and not log.has_timestamp:
         raise DataError(str(args.events), "the temporal protocol needs timestamps; use --protocol loo",
                         column="timestamp")
@@ -66,6 +71,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if len(split.cases) == 0:
         raise DataError(str(args.events), "no user has a click, cart or pay to predict after the split")
     models = [_baseline(name, split, args.world) for name in names]
+    if run is not None:
+        models.append(EncoderRecommender(run.model, split.train, name=f"{run.config.model.encoder} ({args.run.name})"))
     results = evaluate(split, models, ks, filter_viewed=args.filter_viewed)
     if args.json_path is None:
         print_results(console, split, results, ks)

@@ -98,7 +98,7 @@ def train(log: EventLog, config: RunConfig, protocol: str = "loo", init_state: d
         model.train()
         epoch_started, losses = time.perf_counter(), []
         order = rng.permutation(len(windows))
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{cfg.epochs}", disable=not show_progress,
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{cfg.epochs}", disable=None if show_progress else True,
                    leave=False, unit="batch")
         for step in bar:
             batch_windows = windows[order[step * cfg.batch_size:(step + 1) * cfg.batch_size]]
