@@ -1,0 +1,81 @@
+"""`recall train`, `recall recommend` and `recall evaluate --run` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from cli.main import main
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, small_world):
+    directory, _ = small_world
+    run = tmp_path_factory.mktemp("runs") / "tbg"
+    config = tmp_path_factory.mktemp("config") / "train.toml"
+    config.write_text("[model]\ndim = 32\nmax_len = 96\n[train]\nbatch_size = 32\nlr = 0.003\nthreads = 2\n")
+    code = main(["train", "--events", str(directory / "events.parquet"), "--items", str(directory / "items.parquet"),
+                 "--out", str(run), "--config", str(config), "--epochs", "1", "--deterministic"])
+    assert code == 0
+    return run
+
+
+def test_train_writes_a_complete_run(trained_run):
+    assert {p.name for p in trained_run.iterdir()} == {"config.json", "model.pt", "vocabularies.json",
+                                                      "metrics.json", "history.json"}
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert metrics["protocol"] == "temporal" and "ndcg@10" in metrics["validation"]
+    config = json.loads((trained_run / "config.json").read_text())
+    assert config["model"]["dim"] == 32 and config["train"]["deterministic"] is True
+
+
+def test_recommend_writes_documented_columns_with_original_ids(trained_run, small_world, tmp_path):
+    directory, _ = small_world
+    users = tmp_path / "users.csv"
+    users.write_text("user_id\n3\n17\nnobody-yet\n")
+    out = tmp_path / "recs.csv"
+    code = main(["recommend", "--run", str(trained_run), "--events", str(directory / "events.parquet"),
+                 "--users", str(users), "--k", "7", "--context", "home", "--filter-viewed", "--out", str(out)])
+    assert code == 0
+    recs = pd.read_csv(out, dtype={"user_id": str})
+    assert list(recs.columns) == ["user_id", "item_id", "rank", "score"]
+    assert set(recs.user_id) == {"3", "17", "nobody-yet"}  # the unknown user gets a cold-start list
+    assert (recs.groupby("user_id").size() == 7).all()
+    assert (recs.groupby("user_id")["rank"].apply(list) == pd.Series([[1, 2, 3, 4, 5, 6, 7]] * 3,
+                                                                      index=["17", "3", "nobody-yet"])).all()
+    catalogue = set(pd.read_parquet(directory / "items.parquet").item_id)
+    assert set(recs.item_id) <= catalogue
+    assert recs.groupby("user_id").score.apply(lambda s: s.is_monotonic_decreasing).all()
+    events = pd.read_parquet(directory / "events.parquet")
+    clicked_by_3 = set(events[(events.user_id == 3) & (events.action != "show")].item_id)
+    assert not clicked_by_3 & set(recs[recs.user_id == "3"].item_id)  # --filter-viewed
+
+
+def test_context_changes_the_candidates(trained_run, small_world, tmp_path):
+    directory, world = small_world
+    outputs = []
+    for context in ("home", f"search:{world.category_words[0]}"):
+        out = tmp_path / f"{len(outputs)}.csv"
+        main(["recommend", "--run", str(trained_run), "--events", str(directory / "events.parquet"), "--k", "20",
+              "--context", context, "--out", str(out)])
+        outputs.append(pd.read_csv(out))
+    assert not outputs[0].item_id.equals(outputs[1].item_id)
+
+
+def test_evaluate_a_run_beside_the_baselines(trained_run, small_world, capsys):
+    directory, _ = small_world
+    assert main(["evaluate", "--run", str(trained_run), "--events", str(directory / "events.parquet"),
+                 "--items", str(directory / "items.parquet"), "--k", "10", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["models"]) == {"popular", "context-popular", f"tbgrecall ({trained_run.name})"}
+
+
+def test_bad_config_is_a_clear_error(small_world, tmp_path, capsys):
+    directory, _ = small_world
+    config = tmp_path / "bad.toml"
+    config.write_text("[model]\nwidth = 3\n")
+    code = main(["train", "--events", str(directory / "events.parquet"), "--out", str(tmp_path / "r"),
+                 "--config", str(config)])
+    assert code == 2 and "unknown ModelConfig option(s): width" in capsys.readouterr().err

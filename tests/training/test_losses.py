@@ -1,0 +1,75 @@
+"""Losses: gBCE against its formula, and the task terms vanishing when a batch has nothing to learn from."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from training.columns import CLICK, PAY, SHOW
+from training.config import LossConfig
+from training.item_tower import ItemTower
+from training.losses import binary_negatives_loss, gbce_beta, scenario_mean, total_loss
+from training.pairs import Pairs
+
+
+def test_gbce_beta_and_loss_match_the_formula():
+    n_negatives, n_items, t = 4, 101, 0.75
+    alpha = n_negatives / (n_items - 1)
+    beta = alpha * (t * (1 - 1 / alpha) + 1 / alpha)
+    assert gbce_beta(n_negatives, n_items, t) == pytest.approx(beta)
+    positive, negatives = torch.tensor([1.5]), torch.tensor([[0.2, -0.3, 2.0, -1.0]])
+    expected = (-math.log(torch.sigmoid(positive).item() ** beta)
+                - sum(math.log(1 - torch.sigmoid(n).item()) for n in negatives[0])) / 5
+    assert binary_negatives_loss(positive, negatives, beta).item() == pytest.approx(expected, rel=1e-5)
+    # beta = 1 is plain binary cross-entropy over the positive and its negatives
+    bce = F.binary_cross_entropy_with_logits(torch.cat([positive, negatives[0]]),
+                                             torch.tensor([1.0, 0, 0, 0, 0]))
+    assert binary_negatives_loss(positive, negatives, 1.0).item() == pytest.approx(bce.item(), rel=1e-5)
+
+
+def test_scenario_mean_averages_within_then_sums_over_scenarios():
+    values = torch.tensor([1.0, 3.0, 10.0])
+    scenario = torch.tensor([0, 0, 1])
+    assert scenario_mean(values, scenario, torch.ones(3)).item() == pytest.approx(2.0 + 10.0)
+
+
+def session_pairs(actions: list[int], groups: list[int]) -> Pairs:
+    torch.manual_seed(0)
+    n = len(actions)
+    query = F.normalize(torch.randn(n, 8), dim=-1)
+    return Pairs(query=query, positive=torch.arange(1, n + 1), action=torch.tensor(actions),
+                 scenario=torch.zeros(n, dtype=torch.long), weight=torch.ones(n), group=torch.tensor(groups),
+                 click_query=query.clone(), pay_query=query.clone())
+
+
+def test_click_and_pay_terms_vanish_without_clicks_or_pays():
+    tower = ItemTower(20, 2, 2, 8)
+    config = LossConfig(n_negatives=5)
+    no_click = total_loss(session_pairs([SHOW, SHOW, SHOW], [0, 0, 0]), tower, config, torch.zeros(2))
+    assert no_click.click == 0.0 and no_click.pay == 0.0 and no_click.retrieval > 0
+    clicked = total_loss(session_pairs([SHOW, CLICK, SHOW], [0, 0, 0]), tower, config, torch.zeros(2))
+    assert clicked.click > 0 and clicked.pay == 0.0
+    paid = total_loss(session_pairs([SHOW, CLICK, PAY], [0, 0, 0]), tower, config, torch.zeros(2))
+    assert paid.click > 0 and paid.pay > 0
+
+
+def test_click_term_needs_impressions():
+    # An interaction log (all clicks, nothing shown-not-clicked) has no negatives for L_click.
+    tower = ItemTower(20, 2, 2, 8)
+    terms = total_loss(session_pairs([CLICK, CLICK], [0, 1]), tower, LossConfig(n_negatives=5), torch.zeros(2))
+    assert terms.click == 0.0
+
+
+@pytest.mark.parametrize("retrieval", ["sampled_softmax", "softmax", "bce", "gbce"])
+@pytest.mark.parametrize("negatives", ["uniform", "in-batch"])
+def test_every_retrieval_loss_is_finite_and_differentiable(retrieval, negatives):
+    tower = ItemTower(20, 2, 2, 8)
+    pairs = session_pairs([CLICK, CLICK, SHOW], [0, 0, 1])
+    pairs.query.requires_grad_(True)
+    config = LossConfig(retrieval=retrieval, negatives=negatives, n_negatives=6)
+    terms = total_loss(pairs, tower, config, torch.zeros(2), torch.log(torch.full((20,), 1 / 20)))
+    terms.total.backward()
+    assert math.isfinite(terms.retrieval) and pairs.query.grad is not None
