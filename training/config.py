@@ -35,6 +35,7 @@ class LossConfig:
     negatives: str = "uniform"  # uniform | in-batch (with logQ correction)
     gbce_t: float = 0.75  # gBCE calibration
     temperature: float = 0.05  # scores are cosine / temperature
+    show_weight: float = 1.0  # weight of shown-not-acted positives in the retrieval loss (acted ones weigh 1)
     click_weight: float = 1.0  # L_click (TBGRecall only: needs shown-not-clicked items)
     pay_weight: float = 1.0  # L_pay
     future_weight: float = 0.5  # weight of the heads for sessions k+1.. relative to session k

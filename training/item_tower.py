@@ -12,14 +12,14 @@ from torch import nn
 
 
 class ItemTower(nn.Module):
-    def __init__(self, n_items: int, n_categories: int, n_sellers: int, dim: int, dropout: float = 0.0):
+    def __init__(self, n_items: int, n_categories: int, n_sellers: int, dim: int):
         super().__init__()
         self.item_embedding = nn.Embedding(n_items, dim, padding_idx=0)
         self.category_embedding = nn.Embedding(n_categories, dim, padding_idx=0)
         self.seller_embedding = nn.Embedding(n_sellers, dim, padding_idx=0)
         self.register_buffer("item_category", torch.zeros(n_items, dtype=torch.long))
         self.register_buffer("item_seller", torch.zeros(n_items, dtype=torch.long))
-        self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Dropout(dropout), nn.Linear(dim, dim))
+        self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         for embedding in (self.item_embedding, self.category_embedding, self.seller_embedding):
             nn.init.normal_(embedding.weight, std=0.05)
 
@@ -29,6 +29,13 @@ class ItemTower(nn.Module):
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         """(...) item codes -> (..., dim) unit vectors."""
+        if self.training:
+            # A batch repeats the same items many times (tokens, positives, negatives): embed each once.
+            unique, inverse = torch.unique(items, return_inverse=True)
+            return self.embed(unique)[inverse]
+        return self.embed(items)
+
+    def embed(self, items: torch.Tensor) -> torch.Tensor:
         summed = (self.item_embedding(items) + self.category_embedding(self.item_category[items])
                   + self.seller_embedding(self.item_seller[items]))
         return F.normalize(self.mlp(summed), dim=-1)

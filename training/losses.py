@@ -72,6 +72,7 @@ def retrieval_loss(pairs: Pairs, item_tower: ItemTower, config: LossConfig,
                    item_log_prob: torch.Tensor | None = None) -> torch.Tensor:
     """The encoder's main loss: retrieve each pair's positive item from the catalogue."""
     n_items = item_tower.n_items
+    weight = torch.where(pairs.action == SHOW, config.show_weight, 1.0) * pairs.weight
     positive_vectors = item_tower(pairs.positive)
     positive_logit = (pairs.query * positive_vectors).sum(-1) / config.temperature
     if config.retrieval == "softmax":
@@ -79,7 +80,7 @@ def retrieval_loss(pairs: Pairs, item_tower: ItemTower, config: LossConfig,
         logits = pairs.query @ catalogue.T / config.temperature  # (P, N)
         logits[:, 0] = -torch.inf  # the padding item
         per_pair = F.cross_entropy(logits, pairs.positive, reduction="none")
-        return scenario_mean(per_pair, pairs.scenario, pairs.weight)
+        return scenario_mean(per_pair, pairs.scenario, weight)
     negatives, correction = sample_negatives(pairs, config, n_items, item_log_prob)
     negative_logits = pairs.query @ item_tower(negatives).T / config.temperature - correction  # (P, n)
     negative_logits = negative_logits.masked_fill(pairs.positive[:, None] == negatives[None, :], -torch.inf)
@@ -90,7 +91,7 @@ def retrieval_loss(pairs: Pairs, item_tower: ItemTower, config: LossConfig,
     else:
         beta = gbce_beta(len(negatives), n_items, config.gbce_t) if config.retrieval == "gbce" else 1.0
         per_pair = binary_negatives_loss(positive_logit, negative_logits, beta)
-    return scenario_mean(per_pair, pairs.scenario, pairs.weight)
+    return scenario_mean(per_pair, pairs.scenario, weight)
 
 
 def _session_has(pairs: Pairs, rows: int, condition: torch.Tensor) -> torch.Tensor:

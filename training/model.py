@@ -19,8 +19,7 @@ class RecallModel(nn.Module):
         super().__init__()
         self.config = config
         self.sizes = dict(sizes)
-        self.item_tower = ItemTower(sizes["items"], sizes["categories"], sizes["sellers"], config.dim,
-                                    config.dropout)
+        self.item_tower = ItemTower(sizes["items"], sizes["categories"], sizes["sellers"], config.dim)
         self.encoder = ENCODER_CLASSES[config.encoder](config, sizes, self.item_tower)
         self.task_bias = nn.Parameter(torch.zeros(2))  # L_click, L_pay logit offsets
 

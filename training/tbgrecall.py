@@ -18,8 +18,8 @@ from training.item_tower import ItemTower
 from training.pairs import Pairs, concat
 
 
-def tower(dim: int, dropout: float) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Dropout(dropout), nn.Linear(dim, dim))
+def tower(dim: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
 
 
 class TBGRecallEncoder(nn.Module):
@@ -35,8 +35,9 @@ class TBGRecallEncoder(nn.Module):
         self.weekday_embedding = nn.Embedding(N_WEEKDAYS, d)
         self.gap_embedding = nn.Embedding(N_GAPS, d)
         self.position_embedding = nn.Embedding(config.max_len + 1, d) if config.positions == "learned" else None
-        self.context_tower = tower(d, config.dropout)
-        self.item_input_tower = tower(d, config.dropout) if config.type_towers else self.context_tower
+        self.context_tower = tower(d)
+        self.item_input_tower = tower(d) if config.type_towers else self.context_tower
+        self.input_dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(
             HSTUBlock(d, config.n_heads, config.max_len, config.dropout, typed=config.type_towers and i == 0)
             for i in range(config.n_layers))
@@ -59,7 +60,7 @@ class TBGRecallEncoder(nn.Module):
         x = torch.where(is_context, self.context_tower(context), self.item_input_tower(item))
         if self.position_embedding is not None:
             x = x + self.position_embedding(f["session_pos"].clamp(max=self.config.max_len))
-        return x * (token_type != 0)[..., None].float()
+        return self.input_dropout(x) * (token_type != 0)[..., None].float()
 
     def encode(self, f: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, T, d) final hidden states."""

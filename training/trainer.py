@@ -55,6 +55,20 @@ def validation_split(log: EventLog, protocol: str, max_cases: int, seed: int) ->
     return sample_cases(split, max_cases, seed)
 
 
+def length_bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
+                            pool_batches: int = 50) -> list[np.ndarray]:
+    """Shuffled batches of window indices whose lengths are close: attention cost grows with the padded length
+    squared, so sorting within pools of `pool_batches` batches saves most of the padding."""
+    order = rng.permutation(len(lengths))
+    pool = batch_size * pool_batches
+    batches = []
+    for start in range(0, len(order), pool):
+        chunk = order[start:start + pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
 def lr_factor(step: int, warmup: int, total: int) -> float:
     if step < warmup:
         return (step + 1) / warmup
@@ -83,6 +97,7 @@ def train(log: EventLog, config: RunConfig, protocol: str = "loo", init_state: d
     table = session_table(fit_log, config.model.max_items_per_session)
     tokens = build_tokens(table, with_context=config.model.encoder == "tbgrecall")
     windows = training_windows(table, tokens, config.model.max_len)
+    window_lengths = tokens.offsets[windows[:, 1]] - tokens.offsets[windows[:, 0]]
     item_counts = torch.from_numpy(np.bincount(tokens.features["item"], minlength=log.n_items)).to(device)
     item_log_prob = log_item_frequency(item_counts)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -97,11 +112,11 @@ def train(log: EventLog, config: RunConfig, protocol: str = "loo", init_state: d
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         epoch_started, losses = time.perf_counter(), []
-        order = rng.permutation(len(windows))
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{cfg.epochs}", disable=None if show_progress else True,
+        batches = length_bucketed_batches(window_lengths, cfg.batch_size, rng)
+        bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", disable=None if show_progress else True,
                    leave=False, unit="batch")
-        for step in bar:
-            batch_windows = windows[order[step * cfg.batch_size:(step + 1) * cfg.batch_size]]
+        for batch_index in bar:
+            batch_windows = windows[batch_index]
             features = to_tensors(collate(tokens, batch_windows), device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 pairs = model.encoder.training_pairs(features, config.loss.future_weight)

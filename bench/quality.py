@@ -1,0 +1,158 @@
+"""Recall quality of every encoder and TBGRecall ablation, side by side with the popularity baselines and
+RecTools' own SASRec/HSTU on the same split.
+
+    python bench/quality.py [--datasets synthetic,movielens-100k,trivago] [--quick] [--no-rectools]
+
+Prints one table per dataset (Recall@10/50/100, NDCG@10, training seconds, sequences/s), writes
+bench/results/quality.json, bench/results/quality.md and a bar chart bench/results/quality.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rich.table import Table
+
+from bench import rectools_runner
+from bench.datasets import DATASETS, synthetic
+from cli.console import make_console
+from training.config import LossConfig, ModelConfig, RunConfig, TrainConfig
+from training.contract import load_events
+from training.evaluate import evaluate
+from training.popularity import ContextPopularModel, PopularModel
+from training.recommender import EncoderRecommender
+from training.splits import sample_cases
+from training.trainer import train
+
+KS = [10, 50, 100]
+RESULTS = Path(__file__).resolve().parent / "results"
+MAX_CASES = 3000
+
+
+@dataclass
+class Variant:
+    label: str
+    model: dict
+    loss: dict
+    needs_context: bool = False  # an ablation that only means something when the data has contexts
+
+
+TBGRECALL = Variant("TBGRecall", {}, {})
+VARIANTS = [
+    Variant("SASRec (softmax)", {"encoder": "sasrec"}, {"retrieval": "softmax"}),
+    Variant("SASRec (gBCE)", {"encoder": "sasrec"}, {"retrieval": "gbce"}),
+    Variant("BERT4Rec (softmax)", {"encoder": "bert4rec"}, {"retrieval": "softmax"}),
+    TBGRECALL,
+    Variant("TBGRecall - context", {"use_context": False}, {}, needs_context=True),
+    Variant("TBGRecall learned positions", {"positions": "learned"}, {}),
+    Variant("TBGRecall causal mask", {"attention_mask": "causal"}, {}),
+    Variant("TBGRecall no type towers", {"type_towers": False}, {}),
+    Variant("TBGRecall - L_click/L_pay", {}, {"click_weight": 0.0, "pay_weight": 0.0}, needs_context=True),
+    Variant("TBGRecall m=1", {"n_future_sessions": 1}, {}),
+]
+DATASET_CHOICES = {**DATASETS, "synthetic": lambda: synthetic(n_users=2000, n_items=1500)}
+
+
+def run_config(variant: Variant, epochs: int) -> RunConfig:
+    base = RunConfig(model=ModelConfig(dim=64, n_layers=2, n_heads=2, max_len=200, dropout=0.2),
+                     loss=LossConfig(n_negatives=256), train=TrainConfig(epochs=epochs, batch_size=128, lr=1e-3))
+    return RunConfig(model=replace(base.model, **variant.model), loss=replace(base.loss, **variant.loss),
+                     train=base.train)
+
+
+def bench_dataset(name: str, variants: list[Variant], epochs: int, with_rectools: bool, console) -> list[dict]:
+    prepared = DATASET_CHOICES[name]()
+    log = load_events(prepared.events, prepared.items)
+    split = sample_cases(prepared.split(log), MAX_CASES)
+    has_context = len(log.vocabs.contexts) > 2
+    rows = []
+    for result in evaluate(split, [PopularModel().fit(split.train), ContextPopularModel().fit(split.train)], KS):
+        rows.append({"model": result.name, **result.overall})
+    for variant in variants:
+        if variant.needs_context and not has_context:
+            continue
+        console.print(f"[bold]{name}[/]: training {variant.label}")
+        trained = train(split.train, run_config(variant, epochs), protocol=prepared.protocol)
+        result = evaluate(split, [EncoderRecommender(trained.model, split.train, name=variant.label)], KS)[0]
+        rows.append({"model": variant.label, **result.overall, "train_seconds": trained.seconds,
+                     "sequences_per_second": trained.sequences_per_second, "epochs": len(trained.history)})
+    if with_rectools:
+        for model_name in ("sasrec", "hstu"):
+            console.print(f"[bold]{name}[/]: RecTools {model_name}")
+            rows.extend(rectools_runner.evaluate_peer(split, model_name, KS, epochs, console))
+    return rows
+
+
+def print_table(console, name: str, rows: list[dict]) -> None:
+    table = Table(title=f"{name}: recall quality")
+    for column in ("model", "Recall@10", "Recall@50", "Recall@100", "NDCG@10", "train s", "seq/s", "epochs"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for row in rows:
+        table.add_row(row["model"], *(f"{row[f'recall@{k}']:.4f}" for k in KS), f"{row['ndcg@10']:.4f}",
+                      *(f"{row[key]:.0f}" if key in row else "" for key in
+                        ("train_seconds", "sequences_per_second", "epochs")))
+    console.print(table)
+
+
+def markdown(results: dict[str, list[dict]], command: str) -> str:
+    lines = [f"Made by `{command}` on a 2-core CPU.", ""]
+    for name, rows in results.items():
+        lines += [f"### {name}", "", "| model | Recall@10 | Recall@50 | Recall@100 | NDCG@10 | train s | seq/s |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for row in rows:
+            timing = [f"{row[key]:.0f}" if key in row else "" for key in ("train_seconds", "sequences_per_second")]
+            lines.append(f"| {row['model']} | " + " | ".join(f"{row[f'recall@{k}']:.4f}" for k in KS)
+                         + f" | {row['ndcg@10']:.4f} | " + " | ".join(timing) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, list[dict]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 5), squeeze=False)
+    for axis, (name, rows) in zip(axes[0], results.items(), strict=True):
+        labels = [row["model"] for row in rows]
+        axis.barh(labels, [row["recall@50"] for row in rows], color="tab:blue")
+        axis.invert_yaxis()
+        axis.set_title(name)
+        axis.set_xlabel("Recall@50")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", default="synthetic,movielens-100k,trivago")
+    parser.add_argument("--epochs", type=int, default=40, help="upper bound; early stopping ends runs sooner")
+    parser.add_argument("--quick", action="store_true", help="synthetic only, SASRec and TBGRecall, 5 epochs")
+    parser.add_argument("--no-rectools", action="store_true", help="skip RecTools' models")
+    args = parser.parse_args()
+    console = make_console()
+    datasets = ["synthetic"] if args.quick else args.datasets.split(",")
+    variants = [VARIANTS[0], TBGRECALL] if args.quick else VARIANTS
+    epochs = 5 if args.quick else args.epochs
+    results, started = {}, time.perf_counter()
+    for name in datasets:
+        results[name] = bench_dataset(name, variants, epochs, not args.no_rectools and not args.quick, console)
+        print_table(console, name, results[name])
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "quality.json").write_text(json.dumps(results, indent=2))
+    command = "python bench/quality.py " + " ".join(sys.argv[1:])
+    (RESULTS / "quality.md").write_text(markdown(results, command.strip()))
+    plot(results, RESULTS / "quality.png")
+    console.print(f"done in {time.perf_counter() - started:.0f} s; wrote {RESULTS}/quality.{{json,md,png}}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""RecTools' own models as external peers: trained in a separate virtualenv (RecTools pins its own numpy and
+Lightning), fed exactly our split, scored by our metrics."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from training.columns import CLICK
+from training.metrics import summarize
+from training.splits import Split
+
+BENCH = Path(__file__).resolve().parent
+VENV = BENCH / ".cache" / "rectools-venv"
+
+
+def ensure_venv(console) -> Path | None:
+    """The peer's python, or None (with a message) when RecTools cannot be installed here."""
+    result = subprocess.run(["bash", str(BENCH / "rectools_setup.sh"), str(VENV)], capture_output=True, text=True)
+    if result.returncode != 0:
+        console.print(f"[yellow]skipping RecTools: {result.stdout.strip()[-300:]} {result.stderr.strip()[-300:]}")
+        return None
+    return VENV / "bin" / "python"
+
+
+def evaluate_peer(split: Split, model: str, ks: list[int], epochs: int, console) -> list[dict]:
+    """Train RecTools' `model` ("sasrec" or "hstu") on the split's acted events; one result row, or none."""
+    python = ensure_venv(console)
+    if python is None:
+        return []
+    train = split.train
+    acted = train.action >= CLICK
+    with tempfile.TemporaryDirectory() as directory:
+        folder = Path(directory)
+        # Real seconds where the data has them (HSTU's time attention reads them), else our event order.
+        order = train.timestamp[acted] if train.has_timestamp else np.arange(int(acted.sum()))
+        pd.DataFrame({"user_id": train.user[acted].astype(np.int64), "item_id": train.item[acted].astype(np.int64),
+                      "timestamp": order.astype(np.int64), "weight": 1.0}).to_parquet(folder / "train.parquet")
+        pd.DataFrame({"user_id": np.unique(split.cases.user).astype(np.int64)}).to_csv(folder / "users.csv",
+                                                                                      index=False)
+        command = [str(python), str(BENCH / "rectools_peer.py"), "--train", str(folder / "train.parquet"),
+                   "--users", str(folder / "users.csv"), "--out", str(folder / "recs.csv"),
+                   "--json", str(folder / "meta.json"), "--model", model, "--dim", "64", "--layers", "2",
+                   "--heads", "2", "--max-len", "200", "--epochs", str(epochs), "--k", str(max(ks)),
+                   "--loss", "softmax"]
+        started = time.perf_counter()
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            console.print(f"[yellow]RecTools {model} did not run: {result.stderr.strip()[-400:]}")
+            return []
+        recs = pd.read_csv(folder / "recs.csv")
+        meta = json.loads((folder / "meta.json").read_text())
+    recommended = _as_matrix(recs, split.cases.user, max(ks))
+    metrics = summarize(recommended, split.cases, ks, train.n_items)
+    label = f"RecTools {'SASRec' if model == 'sasrec' else 'HSTU'} (softmax)"
+    return [{"model": label, **metrics, "train_seconds": meta.get("train_seconds", time.perf_counter() - started),
+             "sequences_per_second": meta.get("sequences_per_second", 0.0), "epochs": meta.get("epochs", epochs)}]
+
+
+def _as_matrix(recs: pd.DataFrame, users: np.ndarray, k: int) -> np.ndarray:
+    """(n_cases, k) item codes in case order from a user_id,item_id,rank table (0 where fewer than k)."""
+    recs = recs.sort_values(["user_id", "rank"])
+    matrix = np.zeros((len(users), k), dtype=np.int64)
+    by_user = {user: group.item_id.to_numpy()[:k] for user, group in recs.groupby("user_id")}
+    for row, user in enumerate(users):
+        items = by_user.get(int(user), np.zeros(0, dtype=np.int64))
+        matrix[row, : len(items)] = items
+    return matrix
