@@ -28,7 +28,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run_recommend(args: argparse.Namespace) -> int:
     """Write user_id,item_id,rank,score (original ids, rank 1 = best) for every requested user."""
     from training.contract import load_events
-    from training.recommender import EncoderRecommender
+    from training.recommender import EncoderRecommender, last_contexts
     from training.run_dir import load_run
     from training.splits import EvalCases, viewed_items
     from training.table_io import write_table
@@ -40,7 +40,7 @@ def run_recommend(args: argparse.Namespace) -> int:
     with console.status(f"loading {args.events}"):
         log = load_events(args.events, args.items, session_gap_s=args.session_gap, vocabs=run.vocabs)
     users = _requested_users(args.users, log)
-    last_context, last_scenario = _last_session_of(log, users)
+    last_context, last_scenario = last_contexts(log, users)
     context = np.full(len(users), run.vocabs.contexts.code_of(args.context)) if args.context else last_context
     now = np.full(len(users), int(log.timestamp.max()) if log.has_timestamp else 0, dtype=np.int64)
     cases = EvalCases(user=users, context=context, scenario=last_scenario, request_time=now,
@@ -74,14 +74,3 @@ def _requested_users(path: Path | None, log) -> np.ndarray:
         raise DataError(str(path), "no user ids")
     # Unknown users get a fresh code: no history, so a context-only (cold-start) vector.
     return log.vocabs.users.encode(ids.to_numpy(), grow=True)
-
-
-def _last_session_of(log, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each user's last session context and scenario (the default 0 for users without history)."""
-    last = log.session_offsets[1:] - 1
-    session_users = log.session_user
-    is_last = np.r_[session_users[1:] != session_users[:-1], True] if len(session_users) else np.zeros(0, bool)
-    by_user_context = dict(zip(session_users[is_last], log.context[last[is_last]], strict=True))
-    by_user_scenario = dict(zip(session_users[is_last], log.scenario[last[is_last]], strict=True))
-    return (np.array([by_user_context.get(u, 0) for u in users], dtype=np.int32),
-            np.array([by_user_scenario.get(u, 0) for u in users], dtype=np.int32))

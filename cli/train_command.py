@@ -34,6 +34,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run_train(args: argparse.Namespace) -> int:
     """Train, validate with early stopping, and write the run (weights, config, vocabularies, metrics)."""
     from training.contract import load_events
+    from training.recommender import sample_inputs
     from training.run_dir import Run, load_run, save_run
     from training.trainer import train
 
@@ -51,11 +52,13 @@ def run_train(args: argparse.Namespace) -> int:
     result = train(log, config, protocol=protocol,
                    init_state=parent.model.state_dict() if parent else None)
     metrics = {"validation": result.metrics, "protocol": protocol, "events": len(log),
+               "data": {"session_gap_s": args.session_gap, "has_timestamp": log.has_timestamp},
                "train_seconds": round(result.seconds, 1),
                "sequences_per_second": round(result.sequences_per_second, 1),
                "parent_run": str(args.init_from) if args.init_from else None}
-    save_run(args.out, Run(model=result.model.cpu(), config=config, vocabs=log.vocabs, metrics=metrics),
-             result.history)
+    model = result.model.cpu()
+    save_run(args.out, Run(model=model, config=config, vocabs=log.vocabs, metrics=metrics,
+                           sample_inputs=sample_inputs(model, log)), result.history)
     best = result.metrics.get(f"ndcg@{config.train.eval_k}", 0.0)
     console.print(f"wrote {args.out}: validation NDCG@{config.train.eval_k} {best:.4f} after "
                   f"{len(result.history)} epochs, {result.seconds:.0f} s, {result.sequences_per_second:.0f} seq/s")

@@ -33,3 +33,43 @@ def small_world(tmp_path_factory: pytest.TempPathFactory):
     items.to_parquet(directory / "items.parquet", index=False)
     world.save(directory / "world.npz")
     return directory, world
+
+
+def train_tiny_run(directory, run_path, encoder: str = "tbgrecall", epochs: int = 1):
+    """Train a small model on a world's events and save it as a run (what `recall train` writes)."""
+    from training.config import ModelConfig, RunConfig, TrainConfig
+    from training.contract import load_events
+    from training.recommender import sample_inputs
+    from training.run_dir import Run, save_run
+    from training.trainer import train
+
+    log = load_events(directory / "events.parquet", directory / "items.parquet")
+    config = RunConfig(model=ModelConfig(encoder=encoder, dim=32, n_heads=2, max_len=96),
+                       train=TrainConfig(epochs=epochs, batch_size=32, lr=3e-3, threads=2))
+    result = train(log, config, protocol="temporal", show_progress=False)
+    metrics = {"validation": result.metrics, "data": {"session_gap_s": 1800, "has_timestamp": True}}
+    save_run(run_path, Run(model=result.model, config=config, vocabs=log.vocabs, metrics=metrics,
+                           sample_inputs=sample_inputs(result.model, log)), result.history)
+    return run_path
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory: pytest.TempPathFactory):
+    """300 users x 200 items: for tests that need real histories, not learning."""
+    directory = tmp_path_factory.mktemp("tiny_world")
+    events, items, _ = generate(SynthConfig(n_users=300, n_items=200, seed=11))
+    events.to_parquet(directory / "events.parquet", index=False)
+    items.to_parquet(directory / "items.parquet", index=False)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_artifacts(tmp_path_factory: pytest.TempPathFactory, small_world):
+    """A TBGRecall run trained briefly on the small world, exported: (run path, artifact path)."""
+    from model_export.export import export_run
+
+    directory, _ = small_world
+    root = tmp_path_factory.mktemp("artifacts")
+    run = train_tiny_run(directory, root / "run", epochs=2)
+    export_run(run, root / "artifacts")
+    return run, root / "artifacts"

@@ -16,6 +16,7 @@ kept, strongest first. Sequences are left-padded, so the query token is always t
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -162,14 +163,16 @@ def _first_session_fitting(session_tokens: np.ndarray, first: int, last: int, bu
 
 
 def collate(tokens: TokenTable, windows: np.ndarray, extra: dict[str, np.ndarray] | None = None,
-            ) -> dict[str, np.ndarray]:
+            out: Callable[[int, int], dict[str, np.ndarray]] | None = None) -> dict[str, np.ndarray]:
     """Left-padded (B, T) int64 feature arrays for session windows; `extra` appends one token per row (the
-    next context token at inference), given as name -> (B,) arrays."""
+    next context token at inference), given as name -> (B,) arrays; `out(B, T)` supplies zeroed arrays to
+    fill instead of new ones (preallocated buffers)."""
     lengths = tokens.offsets[windows[:, 1]] - tokens.offsets[windows[:, 0]]
     # At least two positions with a query token: SASRec reads the one before it.
     width = int(lengths.max(initial=0)) + 1 if extra is not None else int(lengths.max(initial=0))
     width = max(width, 2 if extra is not None else 1)
-    batch = {name: np.zeros((len(windows), width), dtype=np.int64) for name in TOKEN_FEATURES}
+    batch = out(len(windows), width) if out is not None else \
+        {name: np.zeros((len(windows), width), dtype=np.int64) for name in TOKEN_FEATURES}
     for row, ((first, last), length) in enumerate(zip(windows, lengths, strict=True)):
         lo, hi = tokens.offsets[first], tokens.offsets[last]
         end = width - (1 if extra is not None else 0)

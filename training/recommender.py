@@ -42,19 +42,24 @@ class EncoderRecommender:
         self.table = session_table(history, model.config.max_items_per_session)
         self.tokens = build_tokens(self.table, with_context=model.config.encoder == "tbgrecall")
 
+    def inputs(self, users: np.ndarray, context: np.ndarray, scenario: np.ndarray,
+               request_time: np.ndarray) -> dict[str, np.ndarray]:
+        """The encoder's (B, T) inputs for these requests: each user's recent history plus the query token."""
+        windows = history_windows(self.table, self.tokens, users, self.model.config.max_len)
+        query = query_tokens(self.table, windows, context, scenario, request_time)
+        return clip_to_model(collate(self.tokens, windows, query), self.model.sizes)
+
     @torch.no_grad()
     def user_vectors(self, users: np.ndarray, context: np.ndarray, scenario: np.ndarray,
                      request_time: np.ndarray) -> np.ndarray:
         """(n, d) float32 unit user vectors for the given requests."""
         self.model.eval()
         device = self.model.task_bias.device
-        windows = history_windows(self.table, self.tokens, users, self.model.config.max_len)
-        query = query_tokens(self.table, windows, context, scenario, request_time)
         vectors = []
         for start in range(0, len(users), ENCODE_BATCH):
             rows = slice(start, start + ENCODE_BATCH)
-            batch = collate(self.tokens, windows[rows], {name: values[rows] for name, values in query.items()})
-            vectors.append(self.model(to_tensors(clip_to_model(batch, self.model.sizes), device)).float().cpu())
+            batch = self.inputs(users[rows], context[rows], scenario[rows], request_time[rows])
+            vectors.append(self.model(to_tensors(batch, device)).float().cpu())
         return torch.cat(vectors).numpy() if vectors else np.zeros((0, self.model.config.dim), np.float32)
 
     def recommend(self, cases: EvalCases, k: int, viewed: tuple[np.ndarray, np.ndarray] | None = None,
@@ -70,3 +75,26 @@ class EncoderRecommender:
             return scores
 
         return top_k(score_rows, len(cases), k, *viewed or ())
+
+
+def last_contexts(log: EventLog, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's last session context and scenario (the default 0 for users without history)."""
+    session_users = log.session_user
+    is_last = np.r_[session_users[1:] != session_users[:-1], True] if len(session_users) else np.zeros(0, bool)
+    last_users = session_users[is_last]
+    position = np.minimum(np.searchsorted(last_users, users), max(len(last_users) - 1, 0))
+    known = (last_users[position] == users) if len(last_users) else np.zeros(len(users), bool)
+    context = np.where(known, log.session_context[is_last][position] if len(last_users) else 0, 0)
+    scenario = np.where(known, log.session_scenario[is_last][position] if len(last_users) else 0, 0)
+    return context.astype(np.int32), scenario.astype(np.int32)
+
+
+def sample_inputs(model: RecallModel, log: EventLog, n_users: int = 64) -> dict[str, np.ndarray]:
+    """Encoder inputs for real histories of `log` (users spread over the log, plus one cold user): what export
+    checks ONNX against torch with."""
+    users = log.active_users[np.linspace(0, len(log.active_users) - 1, min(n_users, len(log.active_users)))
+                             .astype(np.int64)]
+    users = np.r_[users, len(log.vocabs.users) + 1]  # a user with no history: the cold-start path
+    context, scenario = last_contexts(log, users)
+    now = np.full(len(users), int(log.timestamp.max()) if log.has_timestamp else 0, dtype=np.int64)
+    return EncoderRecommender(model, log).inputs(users, context, scenario, now)

@@ -1,4 +1,5 @@
-"""A training run on disk: config.json, model.pt (weights only), vocabularies.json, metrics.json, history.json."""
+"""A training run on disk: config.json, model.pt (weights only), vocabularies.json, metrics.json, history.json,
+sample_inputs.npz (real encoder inputs for the export parity check)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from training.config import RunConfig
@@ -23,6 +25,7 @@ class Run:
     vocabs: Vocabularies
     metrics: dict
     path: Path | None = None
+    sample_inputs: dict | None = None  # real encoder inputs, kept for the export parity check
 
 
 def save_run(path: str | Path, run: Run, history: list[dict]) -> None:
@@ -36,6 +39,8 @@ def save_run(path: str | Path, run: Run, history: list[dict]) -> None:
     run.vocabs.save(tmp / "vocabularies.json")
     (tmp / "metrics.json").write_text(json.dumps(run.metrics, indent=2))
     (tmp / "history.json").write_text(json.dumps(history, indent=2))
+    if run.sample_inputs is not None:
+        np.savez_compressed(tmp / "sample_inputs.npz", **run.sample_inputs)
     if path.exists():
         old = path.with_name(f".{path.name}.old")
         shutil.rmtree(old, ignore_errors=True)
@@ -57,5 +62,9 @@ def load_run(path: str | Path, device: str = "cpu") -> Run:
     model.load_state_dict(torch.load(path / "model.pt", map_location=device, weights_only=True))
     model.eval()
     metrics = json.loads((path / "metrics.json").read_text()) if (path / "metrics.json").exists() else {}
+    sample = None
+    if (path / "sample_inputs.npz").exists():
+        with np.load(path / "sample_inputs.npz", allow_pickle=False) as arrays:
+            sample = {name: arrays[name] for name in arrays.files}
     return Run(model=model, config=config, vocabs=Vocabularies.load(path / "vocabularies.json"), metrics=metrics,
-               path=path)
+               path=path, sample_inputs=sample)

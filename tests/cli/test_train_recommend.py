@@ -24,7 +24,7 @@ def trained_run(tmp_path_factory, small_world):
 
 def test_train_writes_a_complete_run(trained_run):
     assert {p.name for p in trained_run.iterdir()} == {"config.json", "model.pt", "vocabularies.json",
-                                                      "metrics.json", "history.json"}
+                                                      "metrics.json", "history.json", "sample_inputs.npz"}
     metrics = json.loads((trained_run / "metrics.json").read_text())
     assert metrics["protocol"] == "temporal" and "ndcg@10" in metrics["validation"]
     config = json.loads((trained_run / "config.json").read_text())

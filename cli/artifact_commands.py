@@ -1,0 +1,67 @@
+"""`recall export` and `recall build-index`: a training run -> ONNX artifacts -> a published FAISS index."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cli.console import make_console
+
+REFUSED = 1
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    export = commands.add_parser("export", help="export a run to ONNX artifacts (with a parity check)")
+    export.add_argument("--run", required=True, type=Path)
+    export.add_argument("--out", required=True, type=Path, help="artifact directory to write")
+    export.set_defaults(handler=run_export)
+    build = commands.add_parser("build-index", help="build, check and publish a FAISS index of the item vectors")
+    build.add_argument("--artifacts", required=True, type=Path)
+    build.add_argument("--out", required=True, type=Path, help="index root (versions/ and CURRENT)")
+    build.add_argument("--type", dest="kind", choices=("auto", "flat", "ivf", "hnsw"), default="auto",
+                       help="auto: flat up to 200k items, IVF above")
+    build.add_argument("--recall-floor", type=float, default=0.95, help="refuse to publish below this recall@k")
+    build.add_argument("--k", type=int, default=100)
+    build.add_argument("--keep", type=int, default=3, help="versions to keep")
+    build.add_argument("--gpu", choices=("auto", "yes", "no"), default="auto")
+    build.set_defaults(handler=run_build_index)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Write user_encoder.onnx, item_tower.onnx, the catalogue's vectors and manifest.json into --out."""
+    from model_export.export import export_run
+    from model_export.onnx_export import ParityError
+
+    console = make_console()
+    with console.status(f"exporting {args.run}"):
+        try:
+            manifest = export_run(args.run, args.out)
+        except ParityError as error:
+            console.print(f"[red]export refused: {error}")
+            return REFUSED
+    console.print(f"wrote {args.out}: model {manifest['model_version']} ({manifest['encoder']}, d={manifest['dim']}, "
+                  f"{manifest['n_items'] - 1:,} items), parity {manifest['parity_max_abs_diff']:.1e}")
+    return 0
+
+
+def run_build_index(args: argparse.Namespace) -> int:
+    """Build the index, measure recall@k against exact search, publish it as the new CURRENT version."""
+    from index_builder.build import RecallTooLow, build_and_publish
+    from training.errors import DataError
+
+    if not (args.artifacts / "manifest.json").is_file():
+        raise DataError(str(args.artifacts), "not an artifact directory (run `recall export` first)")
+    console = make_console()
+    use_gpu = {"auto": None, "yes": True, "no": False}[args.gpu]
+    with console.status(f"building a {args.kind} index"):
+        try:
+            report = build_and_publish(args.artifacts, args.out, args.kind, args.recall_floor, args.k, args.keep,
+                                       use_gpu)
+        except RecallTooLow as error:
+            console.print(f"[red]{error}")
+            return REFUSED
+    manifest = report.manifest
+    console.print(f"published {args.out}/versions/{report.version}: {manifest['index_type']} "
+                  f"{manifest['search_params']} on {manifest['built_on']}, {manifest['recall']}, "
+                  f"built in {manifest['build_seconds']} s")
+    return 0

@@ -1,0 +1,103 @@
+"""A training run -> a versioned artifact directory the serving side reads without torch.
+
+    ARTIFACTS/
+      manifest.json          model version (content hash), encoder, dims, vocab sizes, feature schema, checksums
+      user_encoder.onnx      (B, T) token features -> (B, d) unit user vectors
+      item_tower.onnx        (N,) item codes -> (N, d) unit item vectors
+      item_vectors.npy       (n_items, d) float32, row 0 is padding
+      item_side.npz          category and seller code of every item (for category filters)
+      vocabularies.json      original ids <-> codes
+      sample_inputs.npz      real encoder inputs, and sample_user_vectors.npy their vectors (index recall checks)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model_export.onnx_export import OPSET, check_parity, export_item_tower, export_user_encoder
+from training.errors import DataError
+from training.features import N_ACTIONS, N_GAPS, N_HOURS, N_WEEKDAYS, TOKEN_FEATURES
+from training.run_dir import load_run
+
+CHECKSUMMED = ("user_encoder.onnx", "item_tower.onnx", "item_vectors.npy", "item_side.npz", "vocabularies.json")
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def feature_schema(run) -> dict:
+    """How events become encoder inputs: what the near-line worker must reproduce exactly."""
+    model_config, data = run.config.model, run.metrics.get("data", {})
+    return {
+        "token_features": list(TOKEN_FEATURES), "dtype": "int64", "layout": "left-padded, query token last",
+        "token_types": {"pad": 0, "context": 1, "item": 2}, "action_offset": 1,
+        "vocab": {"n_hours": N_HOURS, "n_weekdays": N_WEEKDAYS, "n_gaps": N_GAPS, "n_actions": N_ACTIONS},
+        "with_context_tokens": model_config.encoder == "tbgrecall",
+        "max_len": model_config.max_len, "max_items_per_session": model_config.max_items_per_session,
+        "session_gap_s": data.get("session_gap_s", 1800), "has_timestamp": data.get("has_timestamp", True),
+    }
+
+
+def export_run(run_path: str | Path, out: str | Path) -> dict:
+    """Export, check parity, write the manifest; the directory appears only once everything passed."""
+    run_path, out = Path(run_path), Path(out)
+    run = load_run(run_path)
+    if run.sample_inputs is None:
+        raise DataError(str(run_path), "the run has no sample_inputs.npz to check the export against; retrain it")
+    started = time.perf_counter()
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model = run.model.eval()
+    export_user_encoder(model, run.sample_inputs, tmp / "user_encoder.onnx")
+    export_item_tower(model, tmp / "item_tower.onnx")
+    parity = check_parity(model, tmp / "user_encoder.onnx", tmp / "item_tower.onnx", run.sample_inputs)
+    with torch.no_grad():
+        np.save(tmp / "item_vectors.npy", model.item_vectors().numpy().astype(np.float32))
+        sample_vectors = model({name: torch.from_numpy(run.sample_inputs[name]) for name in TOKEN_FEATURES})
+    np.save(tmp / "sample_user_vectors.npy", sample_vectors.numpy().astype(np.float32))
+    np.savez_compressed(tmp / "sample_inputs.npz", **run.sample_inputs)
+    np.savez(tmp / "item_side.npz", category=model.item_tower.item_category.numpy(),
+             seller=model.item_tower.item_seller.numpy())
+    shutil.copy(run_path / "vocabularies.json", tmp / "vocabularies.json")
+    checksums = {name: sha256(tmp / name) for name in CHECKSUMMED}
+    manifest = {
+        "model_version": hashlib.sha256("".join(checksums[n] for n in CHECKSUMMED).encode()).hexdigest()[:16],
+        "encoder": run.config.model.encoder, "dim": run.config.model.dim, "metric": "inner_product",
+        "normalized": True, "n_items": int(model.item_tower.n_items), "vocab_sizes": run.vocabs.sizes(),
+        "max_len": run.config.model.max_len, "feature_schema": feature_schema(run), "opset": OPSET,
+        "parity_max_abs_diff": parity, "run": str(run_path.resolve()), "parent_run": run.metrics.get("parent_run"),
+        "run_metrics": run.metrics.get("validation", {}), "model_config": run.config.to_dict()["model"],
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"), "export_seconds": 0.0,
+        "checksums": checksums,
+    }
+    manifest["export_seconds"] = round(time.perf_counter() - started, 2)
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    _replace_dir(tmp, out)
+    return manifest
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    """Move `tmp` to `out` by rename, so readers see the old directory or the new one, never a mix."""
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)

@@ -1,0 +1,104 @@
+"""The ONNX user encoder and item tower for the worker and the API: onnxruntime only, no torch.
+
+CPU execution provider by default with explicit thread counts sized for the container (cgroup quota and CPU
+affinity, not the host's core count); the CUDA provider first when onnxruntime-gpu sees a GPU. Inputs are
+written into preallocated buffers, so encoding many users allocates nothing per call.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from training.features import TOKEN_FEATURES
+
+logger = logging.getLogger(__name__)
+
+
+def container_cpus() -> int:
+    """CPUs this process may really use: the cgroup v2 quota when set, else the affinity mask."""
+    available = len(os.sched_getaffinity(0))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            available = min(available, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, available)
+
+
+def session_options(threads: int) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return options
+
+
+def providers(use_gpu: bool | None = None) -> list[str]:
+    """CUDA first when asked for (or, with None, when available), the CPU always as the fallback."""
+    available = ort.get_available_providers()
+    wants_gpu = "CUDAExecutionProvider" in available if use_gpu is None else use_gpu
+    return (["CUDAExecutionProvider"] if wants_gpu and "CUDAExecutionProvider" in available else []) + [
+        "CPUExecutionProvider"]
+
+
+class InputBuffers:
+    """One flat int64 buffer per token feature; `view(B, T)` hands out zeroed, contiguous (B, T) arrays."""
+
+    def __init__(self, max_batch: int, max_len: int):
+        self.capacity = max_batch * max_len
+        self.flat = {name: np.zeros(self.capacity, dtype=np.int64) for name in TOKEN_FEATURES}
+
+    def view(self, batch: int, length: int) -> dict[str, np.ndarray]:
+        size = batch * length
+        if size > self.capacity:  # a larger request than planned: grow once, keep the new size
+            self.capacity = size
+            self.flat = {name: np.zeros(size, dtype=np.int64) for name in TOKEN_FEATURES}
+        arrays = {}
+        for name, flat in self.flat.items():
+            flat[:size] = 0
+            arrays[name] = flat[:size].reshape(batch, length)
+        return arrays
+
+
+class OnnxUserEncoder:
+    """Encodes (B, T) token features into (B, d) unit user vectors with `user_encoder.onnx`."""
+
+    def __init__(self, artifacts: str | Path, threads: int | None = None, use_gpu: bool | None = None,
+                 max_batch: int = 256):
+        artifacts = Path(artifacts)
+        self.manifest = json.loads((artifacts / "manifest.json").read_text())
+        self.threads = threads or container_cpus()
+        self.session = ort.InferenceSession(str(artifacts / "user_encoder.onnx"), session_options(self.threads),
+                                            providers=providers(use_gpu))
+        self.max_len = int(self.manifest["max_len"])
+        self.dim = int(self.manifest["dim"])
+        self.buffers = InputBuffers(max_batch, self.max_len + 1)
+        logger.info("user encoder %s on %s, %d threads", self.manifest["model_version"],
+                    self.session.get_providers()[0], self.threads)
+
+    @property
+    def model_version(self) -> str:
+        return str(self.manifest["model_version"])
+
+    def encode(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        return self.session.run(None, {name: batch[name] for name in TOKEN_FEATURES})[0]
+
+
+class OnnxItemTower:
+    """Embeds item codes with `item_tower.onnx` (new items get vectors without torch)."""
+
+    def __init__(self, artifacts: str | Path, threads: int | None = None, use_gpu: bool | None = None):
+        self.session = ort.InferenceSession(str(Path(artifacts) / "item_tower.onnx"),
+                                            session_options(threads or container_cpus()),
+                                            providers=providers(use_gpu))
+
+    def embed(self, items: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {"item": np.ascontiguousarray(items, dtype=np.int64)})[0]

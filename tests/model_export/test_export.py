@@ -1,0 +1,59 @@
+"""ONNX export: parity with torch for every encoder, the manifest, and the vocabularies that ship with it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from model_export import onnx_export
+from model_export.export import export_run
+from service.encoder_runner import OnnxItemTower, OnnxUserEncoder
+from tests.conftest import train_tiny_run
+from training.features import TOKEN_FEATURES
+from training.vocab import Vocabularies
+
+
+@pytest.mark.parametrize("encoder", ["tbgrecall", "sasrec", "bert4rec"])
+def test_export_matches_torch_for_every_encoder(encoder, tiny_world, tmp_path):
+    run = train_tiny_run(tiny_world, tmp_path / "run", encoder=encoder)
+    manifest = export_run(run, tmp_path / "artifacts")
+    assert manifest["encoder"] == encoder
+    assert manifest["parity_max_abs_diff"] <= 1e-4
+    # The runner the worker uses reproduces torch's vectors on the run's real histories, at any batch size.
+    sample = dict(np.load(tmp_path / "artifacts" / "sample_inputs.npz"))
+    expected = np.load(tmp_path / "artifacts" / "sample_user_vectors.npy")
+    runner = OnnxUserEncoder(tmp_path / "artifacts", threads=1)
+    for rows in (slice(0, 1), slice(0, 7), slice(None)):
+        got = runner.encode({name: np.ascontiguousarray(sample[name][rows]) for name in TOKEN_FEATURES})
+        assert np.abs(got - expected[rows]).max() <= 1e-4
+    vectors = OnnxItemTower(tmp_path / "artifacts", threads=1).embed(np.arange(manifest["n_items"]))
+    assert np.abs(vectors - np.load(tmp_path / "artifacts" / "item_vectors.npy")).max() <= 1e-4
+
+
+def test_manifest_and_vocabularies_round_trip(tiny_artifacts):
+    run, artifacts = tiny_artifacts
+    manifest = json.loads((artifacts / "manifest.json").read_text())
+    assert set(manifest) >= {"model_version", "encoder", "dim", "vocab_sizes", "max_len", "feature_schema", "opset",
+                             "parent_run", "run_metrics", "created_at", "checksums"}
+    assert manifest["feature_schema"]["token_features"] == list(TOKEN_FEATURES)
+    assert manifest["feature_schema"]["max_items_per_session"] == 32
+    shipped, trained = Vocabularies.load(artifacts / "vocabularies.json"), Vocabularies.load(run / "vocabularies.json")
+    assert shipped.items.ids == trained.items.ids and shipped.contexts.ids == trained.contexts.ids
+    assert manifest["vocab_sizes"] == shipped.sizes()
+    assert np.load(artifacts / "item_vectors.npy").shape == (manifest["n_items"], manifest["dim"])
+
+
+def test_model_version_is_a_content_hash(tiny_artifacts, tmp_path):
+    run, artifacts = tiny_artifacts
+    again = export_run(run, tmp_path / "again")
+    assert again["model_version"] == json.loads((artifacts / "manifest.json").read_text())["model_version"]
+
+
+def test_failed_parity_check_writes_nothing(tiny_world, tmp_path, monkeypatch):
+    run = train_tiny_run(tiny_world, tmp_path / "run", epochs=0)
+    monkeypatch.setattr(onnx_export, "PARITY_TOLERANCE", -1.0)
+    with pytest.raises(onnx_export.ParityError, match="differs from torch"):
+        export_run(run, tmp_path / "artifacts")
+    assert not (tmp_path / "artifacts").exists()
