@@ -33,6 +33,16 @@ def causal_mask(token_type: torch.Tensor) -> torch.Tensor:
     return (lower & valid[:, None, :] & valid[:, :, None]).float()
 
 
+N_DISTANCE_BUCKETS = 32
+
+
+def distance_buckets(session_pos: torch.Tensor) -> torch.Tensor:
+    """(B, T, T) bucket of how many sessions key j lies before query i: exact up to 8, then log-spaced."""
+    distance = (session_pos[:, :, None] - session_pos[:, None, :]).clamp(min=0).float()
+    log_bucket = 8 + (torch.log2(distance.clamp(min=8) / 8) * 4).floor()
+    return torch.where(distance < 8, distance, log_bucket).clamp(max=N_DISTANCE_BUCKETS - 1).long()
+
+
 def rope_angles(positions: torch.Tensor, head_dim: int, base: float = 10_000.0) -> tuple[torch.Tensor, torch.Tensor]:
     """cos, sin of shape (B, 1, T, head_dim) for integer positions (B, T): here the session index."""
     inv_freq = base ** (-torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
@@ -58,12 +68,16 @@ class HSTUBlock(nn.Module):
         # typed: context and item tokens get their own U/V/Q/K projection (first block of TBGRecall).
         self.uvqk = nn.Linear(dim, 4 * dim)
         self.uvqk_context = nn.Linear(dim, 4 * dim) if typed else None
+        # HSTU's relative attention bias, over session distance: lets a head single out the latest sessions,
+        # which pointwise (unnormalised) attention cannot do by competition as softmax does.
+        self.distance_bias = nn.Embedding(N_DISTANCE_BUCKETS, n_heads)
+        nn.init.zeros_(self.distance_bias.weight)
         self.attention_norm = nn.LayerNorm(dim)
         self.output = nn.Linear(dim, dim)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, is_context: torch.Tensor,
-                rope: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+                rope: tuple[torch.Tensor, torch.Tensor] | None, buckets: torch.Tensor) -> torch.Tensor:
         batch, length, dim = x.shape
         h = self.input_norm(x)
         projected = self.uvqk(h)
@@ -74,6 +88,7 @@ class HSTUBlock(nn.Module):
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         scores = q @ k.transpose(-1, -2) / self.head_dim**0.5  # (B, H, T, T)
+        scores = scores + self.distance_bias(buckets).permute(0, 3, 1, 2)
         # No softmax: SiLU weights divided by the maximum length, a constant, so serving matches training.
         attention = F.silu(scores) / self.max_len * mask[:, None]
         y = (attention @ v).transpose(1, 2).reshape(batch, length, dim)

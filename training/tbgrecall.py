@@ -13,7 +13,7 @@ from torch import nn
 
 from training.config import ModelConfig
 from training.features import CONTEXT_TOKEN, ITEM_TOKEN, N_ACTIONS, N_GAPS, N_HOURS, N_WEEKDAYS
-from training.hstu import HSTUBlock, causal_mask, rope_angles, session_mask
+from training.hstu import HSTUBlock, causal_mask, distance_buckets, rope_angles, session_mask
 from training.item_tower import ItemTower
 from training.pairs import Pairs, concat
 
@@ -73,8 +73,9 @@ class TBGRecallEncoder(nn.Module):
             if self.position_embedding is None else None
         x = self.embed(f)
         is_context = token_type == CONTEXT_TOKEN
+        buckets = distance_buckets(f["session_pos"])
         for block in self.blocks:
-            x = block(x, mask, is_context, rope)
+            x = block(x, mask, is_context, rope, buckets)
         return self.final_norm(x)
 
     def forward(self, f: dict[str, torch.Tensor]) -> torch.Tensor:
