@@ -28,6 +28,9 @@ demo: setup
 bench: setup
 	$(PY) bench/load.py
 	$(PY) bench/baselines.py
+	$(PY) bench/encoder.py
+	$(PY) bench/index.py
+	$(PY) bench/quality.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache
