@@ -1,7 +1,11 @@
 """Recall quality of every encoder and TBGRecall ablation, side by side with the popularity baselines and
 RecTools' own SASRec/HSTU on the same split.
 
-    python bench/quality.py [--datasets synthetic,movielens-100k,trivago] [--quick] [--no-rectools]
+    python bench/quality.py [--datasets synthetic,movielens-100k,trivago] [--epochs 40] [--variants ...]
+                            [--rectools sasrec,hstu] [--quick]
+
+Results of each (dataset, model, configuration) are cached under bench/.cache/quality, so an interrupted run
+resumes where it stopped.
 
 Prints one table per dataset (Recall@10/50/100, NDCG@10, training seconds, sequences/s), writes
 bench/results/quality.json, bench/results/quality.md and a bar chart bench/results/quality.png.
@@ -10,6 +14,7 @@ bench/results/quality.json, bench/results/quality.md and a bar chart bench/resul
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -21,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rich.table import Table
 
 from bench import rectools_runner
-from bench.datasets import DATASETS, synthetic
+from bench.datasets import CACHE, DATASETS, synthetic
 from cli.console import make_console
 from training.config import LossConfig, ModelConfig, RunConfig, TrainConfig
 from training.contract import load_events
@@ -34,6 +39,7 @@ from training.trainer import train
 KS = [10, 50, 100]
 RESULTS = Path(__file__).resolve().parent / "results"
 MAX_CASES = 3000
+CODE_VERSION = 2  # bump when a change to the models should invalidate cached results
 
 
 @dataclass
@@ -67,7 +73,20 @@ def run_config(variant: Variant, epochs: int) -> RunConfig:
                      train=base.train)
 
 
-def bench_dataset(name: str, variants: list[Variant], epochs: int, with_rectools: bool, console) -> list[dict]:
+def cached(name: str, label: str, key: dict, compute) -> list[dict]:
+    """Rows of one model on one dataset, reused while its configuration (and the code version) is unchanged, so
+    an interrupted run resumes and a re-run only trains what changed."""
+    digest = hashlib.sha256(json.dumps({**key, "code": CODE_VERSION}, sort_keys=True).encode()).hexdigest()[:12]
+    path = CACHE / "quality" / f"{name}-{label.replace(' ', '_').replace('/', '_')}-{digest}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    rows = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rows))
+    return rows
+
+
+def bench_dataset(name: str, variants: list[Variant], epochs: int, rectools: list[str], console) -> list[dict]:
     prepared = DATASET_CHOICES[name]()
     log = load_events(prepared.events, prepared.items)
     split = sample_cases(prepared.split(log), MAX_CASES)
@@ -78,15 +97,19 @@ def bench_dataset(name: str, variants: list[Variant], epochs: int, with_rectools
     for variant in variants:
         if variant.needs_context and not has_context:
             continue
-        console.print(f"[bold]{name}[/]: training {variant.label}")
-        trained = train(split.train, run_config(variant, epochs), protocol=prepared.protocol)
-        result = evaluate(split, [EncoderRecommender(trained.model, split.train, name=variant.label)], KS)[0]
-        rows.append({"model": variant.label, **result.overall, "train_seconds": trained.seconds,
-                     "sequences_per_second": trained.sequences_per_second, "epochs": len(trained.history)})
-    if with_rectools:
-        for model_name in ("sasrec", "hstu"):
-            console.print(f"[bold]{name}[/]: RecTools {model_name}")
-            rows.extend(rectools_runner.evaluate_peer(split, model_name, KS, epochs, console))
+        config = run_config(variant, epochs)
+
+        def train_variant(variant=variant, config=config) -> list[dict]:
+            console.print(f"[bold]{name}[/]: training {variant.label}")
+            trained = train(split.train, config, protocol=prepared.protocol)
+            result = evaluate(split, [EncoderRecommender(trained.model, split.train, name=variant.label)], KS)[0]
+            return [{"model": variant.label, **result.overall, "train_seconds": trained.seconds,
+                     "sequences_per_second": trained.sequences_per_second, "epochs": len(trained.history)}]
+
+        rows += cached(name, variant.label, config.to_dict(), train_variant)
+    for model_name in rectools:
+        rows += cached(name, f"rectools-{model_name}", {"epochs": epochs}, lambda model_name=model_name:
+                       rectools_runner.evaluate_peer(split, model_name, KS, epochs, console))
     return rows
 
 
@@ -136,15 +159,20 @@ def main() -> None:
     parser.add_argument("--datasets", default="synthetic,movielens-100k,trivago")
     parser.add_argument("--epochs", type=int, default=40, help="upper bound; early stopping ends runs sooner")
     parser.add_argument("--quick", action="store_true", help="synthetic only, SASRec and TBGRecall, 5 epochs")
-    parser.add_argument("--no-rectools", action="store_true", help="skip RecTools' models")
+    parser.add_argument("--variants", help="comma-separated labels to train (default: all)")
+    parser.add_argument("--rectools", default="sasrec,hstu", help="RecTools models to run ('' for none)")
     args = parser.parse_args()
     console = make_console()
     datasets = ["synthetic"] if args.quick else args.datasets.split(",")
     variants = [VARIANTS[0], TBGRECALL] if args.quick else VARIANTS
+    if args.variants:
+        wanted = set(args.variants.split(","))
+        variants = [variant for variant in variants if variant.label in wanted]
     epochs = 5 if args.quick else args.epochs
+    rectools = [] if args.quick else [name for name in args.rectools.split(",") if name]
     results, started = {}, time.perf_counter()
     for name in datasets:
-        results[name] = bench_dataset(name, variants, epochs, not args.no_rectools and not args.quick, console)
+        results[name] = bench_dataset(name, variants, epochs, rectools, console)
         print_table(console, name, results[name])
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "quality.json").write_text(json.dumps(results, indent=2))

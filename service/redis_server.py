@@ -1,0 +1,67 @@
+"""A private `redis-server` (Debian's binary) on a unix socket: the embedded default of `recall serve` and the
+fixture of every test that needs Redis. Never assumes a server is already running."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+
+class RedisServerError(RuntimeError):
+    pass
+
+
+class EmbeddedRedis:
+    """Starts redis-server with its data and socket under `directory`; `stop()` (or the context) ends it."""
+
+    def __init__(self, directory: str | Path, persistence: bool = True):
+        self.directory = Path(directory)
+        self.socket = self.directory / "redis.sock"
+        self.persistence = persistence
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket}"
+
+    def start(self, timeout_s: float = 10.0) -> EmbeddedRedis:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RedisServerError("redis-server is not installed (Debian: apt-get install redis-server; "
+                                   "`make test` and `make demo` install it when run as root)")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        arguments = [binary, "--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700",
+                     "--dir", str(self.directory), "--save", "60 1000" if self.persistence else "",
+                     "--appendonly", "yes" if self.persistence else "no", "--daemonize", "no",
+                     "--logfile", str(self.directory / "redis.log")]
+        self.process = subprocess.Popen(arguments, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RedisServerError(f"redis-server exited at start; see {self.directory / 'redis.log'}")
+            try:
+                if redis.Redis(unix_socket_path=str(self.socket)).ping():
+                    return self
+            except (redis.ConnectionError, FileNotFoundError):
+                time.sleep(0.05)
+        self.stop()
+        raise RedisServerError(f"redis-server did not answer within {timeout_s} s")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.process = None
+
+    def __enter__(self) -> EmbeddedRedis:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
