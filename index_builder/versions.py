@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -19,6 +18,7 @@ import faiss
 import numpy as np
 
 from index_builder.faiss_index import apply_params
+from training.file_io import sha256_file
 
 INDEX_FILES = ("index.faiss", "id_map.npy")
 
@@ -33,14 +33,6 @@ class LoadedIndex:
     index: faiss.Index
     id_map: np.ndarray  # (n,) item code of each index row
     manifest: dict
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _fsync_file(path: Path) -> None:
@@ -60,7 +52,7 @@ def publish(root: str | Path, index: faiss.Index, id_map: np.ndarray, manifest: 
     faiss.write_index(index, str(tmp / "index.faiss"))
     np.save(tmp / "id_map.npy", id_map.astype(np.int64))
     full = {**manifest, "index_version": version, "item_count": int(index.ntotal), "dim": int(index.d),
-            "checksums": {name: _sha256(tmp / name) for name in INDEX_FILES}}
+            "checksums": {name: sha256_file(tmp / name) for name in INDEX_FILES}}
     (tmp / "manifest.json").write_text(json.dumps(full, indent=2))
     for name in (*INDEX_FILES, "manifest.json"):
         _fsync_file(tmp / name)
@@ -117,7 +109,7 @@ def _open(root: Path, version: str, model_version: str | None, dim: int | None) 
         raise IndexRejected(f"{directory}: unreadable manifest ({error})") from None
     for name in INDEX_FILES:
         try:
-            matches = _sha256(directory / name) == manifest["checksums"].get(name)
+            matches = sha256_file(directory / name) == manifest["checksums"].get(name)
         except OSError:
             matches = False
         if not matches:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from datetime import UTC, datetime
@@ -26,17 +25,10 @@ import torch
 from model_export.onnx_export import OPSET, check_parity, export_item_tower, export_user_encoder
 from training.errors import DataError
 from training.features import N_ACTIONS, N_GAPS, N_HOURS, N_WEEKDAYS, TOKEN_FEATURES
+from training.file_io import replace_dir, sha256_file
 from training.run_dir import load_run
 
 CHECKSUMMED = ("user_encoder.onnx", "item_tower.onnx", "item_vectors.npy", "item_side.npz", "vocabularies.json")
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def feature_schema(run) -> dict:
@@ -74,7 +66,7 @@ def export_run(run_path: str | Path, out: str | Path) -> dict:
     np.savez(tmp / "item_side.npz", category=model.item_tower.item_category.numpy(),
              seller=model.item_tower.item_seller.numpy())
     shutil.copy(run_path / "vocabularies.json", tmp / "vocabularies.json")
-    checksums = {name: sha256(tmp / name) for name in CHECKSUMMED}
+    checksums = {name: sha256_file(tmp / name) for name in CHECKSUMMED}
     manifest = {
         "model_version": hashlib.sha256("".join(checksums[n] for n in CHECKSUMMED).encode()).hexdigest()[:16],
         "encoder": run.config.model.encoder, "dim": run.config.model.dim, "metric": "inner_product",
@@ -87,17 +79,5 @@ def export_run(run_path: str | Path, out: str | Path) -> dict:
     }
     manifest["export_seconds"] = round(time.perf_counter() - started, 2)
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    _replace_dir(tmp, out)
+    replace_dir(tmp, out)
     return manifest
-
-
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Move `tmp` to `out` by rename, so readers see the old directory or the new one, never a mix."""
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)

@@ -24,15 +24,19 @@ def write_csv(tmp_path: Path):
     return write
 
 
+def write_world(directory: Path, config: SynthConfig):
+    events, items, world = generate(config)
+    events.to_parquet(directory / "events.parquet", index=False)
+    items.to_parquet(directory / "items.parquet", index=False)
+    world.save(directory / "world.npz")
+    return world
+
+
 @pytest.fixture(scope="session")
 def small_world(tmp_path_factory: pytest.TempPathFactory):
     """A synthetic world of 1,500 users and 800 items written to Parquet: (directory, world)."""
     directory = tmp_path_factory.mktemp("world")
-    events, items, world = generate(SynthConfig(n_users=1500, n_items=800, seed=3))
-    events.to_parquet(directory / "events.parquet", index=False)
-    items.to_parquet(directory / "items.parquet", index=False)
-    world.save(directory / "world.npz")
-    return directory, world
+    return directory, write_world(directory, SynthConfig(n_users=1500, n_items=800, seed=3))
 
 
 def train_tiny_run(directory, run_path, encoder: str = "tbgrecall", epochs: int = 1):
@@ -57,9 +61,7 @@ def train_tiny_run(directory, run_path, encoder: str = "tbgrecall", epochs: int 
 def tiny_world(tmp_path_factory: pytest.TempPathFactory):
     """300 users x 200 items: for tests that need real histories, not learning."""
     directory = tmp_path_factory.mktemp("tiny_world")
-    events, items, _ = generate(SynthConfig(n_users=300, n_items=200, seed=11))
-    events.to_parquet(directory / "events.parquet", index=False)
-    items.to_parquet(directory / "items.parquet", index=False)
+    write_world(directory, SynthConfig(n_users=300, n_items=200, seed=11))
     return directory
 
 

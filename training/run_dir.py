@@ -4,7 +4,6 @@ sample_inputs.npz (real encoder inputs for the export parity check)."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ import torch
 
 from training.config import RunConfig
 from training.errors import DataError
+from training.file_io import replace_dir
 from training.model import RecallModel
 from training.vocab import Vocabularies
 
@@ -41,14 +41,7 @@ def save_run(path: str | Path, run: Run, history: list[dict]) -> None:
     (tmp / "history.json").write_text(json.dumps(history, indent=2))
     if run.sample_inputs is not None:
         np.savez_compressed(tmp / "sample_inputs.npz", **run.sample_inputs)
-    if path.exists():
-        old = path.with_name(f".{path.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, path)
+    replace_dir(tmp, path)
 
 
 def load_run(path: str | Path, device: str = "cpu") -> Run:
