@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from training.config import RunConfig
 from training.contract import EventLog
 from training.evaluate import evaluate
-from training.features import build_tokens, collate, session_table, training_windows
+from training.features import TokenTable, build_tokens, collate, session_table, training_windows
 from training.losses import log_item_frequency, total_loss
 from training.model import RecallModel, grow_state
 from training.recommender import to_tensors
@@ -76,6 +76,61 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
+@dataclass
+class TrainingData:
+    tokens: TokenTable
+    windows: np.ndarray  # (W, 2) session ranges
+    lengths: np.ndarray  # (W,) tokens per window
+    item_log_prob: torch.Tensor  # (n_items,) for the in-batch logQ correction
+
+
+def prepare_data(log: EventLog, config: RunConfig, device: torch.device) -> TrainingData:
+    table = session_table(log, config.model.max_items_per_session)
+    tokens = build_tokens(table, with_context=config.model.encoder == "tbgrecall")
+    windows = training_windows(table, tokens, config.model.max_len)
+    counts = torch.from_numpy(np.bincount(tokens.features["item"], minlength=log.n_items)).to(device)
+    return TrainingData(tokens, windows, tokens.offsets[windows[:, 1]] - tokens.offsets[windows[:, 0]],
+                        log_item_frequency(counts))
+
+
+def build_model(log: EventLog, config: RunConfig, device: torch.device, init_state: dict | None) -> RecallModel:
+    model = RecallModel(config.model, log.vocabs.sizes() | {"items": log.n_items}).to(device)
+    model.item_tower.set_side_info(torch.from_numpy(_padded(log.items.category, log.n_items)),
+                                   torch.from_numpy(_padded(log.items.seller, log.n_items)))
+    if init_state is not None:
+        grown = grow_state(init_state, model)
+        logger.info("warm start; grown tables: %s", ", ".join(grown) or "none")
+    return model
+
+
+def run_epoch(model: RecallModel, data: TrainingData, optimizer: torch.optim.Optimizer, scheduler, config: RunConfig,
+              rng: np.random.Generator, bar_title: str, show_progress: bool) -> tuple[list[float], int]:
+    """One pass over the windows; returns the batch losses and the number of sequences seen."""
+    model.train()
+    device = model.task_bias.device
+    use_amp = config.train.amp and device.type == "cuda"
+    losses, sequences, started = [], 0, time.perf_counter()
+    batches = length_bucketed_batches(data.lengths, config.train.batch_size, rng)
+    bar = tqdm(batches, desc=bar_title, disable=None if show_progress else True, leave=False, unit="batch")
+    for batch_index in bar:
+        features = to_tensors(collate(data.tokens, data.windows[batch_index]), device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            pairs = model.encoder.training_pairs(features, config.loss.future_weight)
+            if len(pairs) == 0:
+                continue
+            terms = total_loss(pairs, model.item_tower, config.loss, model.task_bias, data.item_log_prob)
+        optimizer.zero_grad(set_to_none=True)
+        terms.total.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        losses.append(terms.total.item())
+        sequences += len(batch_index)
+        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}",
+                        seq_s=f"{sequences / max(time.perf_counter() - started, 1e-9):.0f}")
+    return losses, sequences
+
+
 def train(log: EventLog, config: RunConfig, protocol: str = "loo", init_state: dict | None = None,
           show_progress: bool = True) -> TrainResult:
     """Train on `log`, validating on a holdout of it; returns the best model by NDCG@eval_k."""
@@ -87,60 +142,24 @@ def train(log: EventLog, config: RunConfig, protocol: str = "loo", init_state: d
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
     valid = validation_split(log, protocol, cfg.valid_max_cases, cfg.seed)
-    fit_log = valid.train
-    model = RecallModel(config.model, log.vocabs.sizes() | {"items": log.n_items}).to(device)
-    model.item_tower.set_side_info(torch.from_numpy(_padded(log.items.category, log.n_items)),
-                                   torch.from_numpy(_padded(log.items.seller, log.n_items)))
-    if init_state is not None:
-        grown = grow_state(init_state, model)
-        logger.info("warm start; grown tables: %s", ", ".join(grown) or "none")
-    table = session_table(fit_log, config.model.max_items_per_session)
-    tokens = build_tokens(table, with_context=config.model.encoder == "tbgrecall")
-    windows = training_windows(table, tokens, config.model.max_len)
-    window_lengths = tokens.offsets[windows[:, 1]] - tokens.offsets[windows[:, 0]]
-    item_counts = torch.from_numpy(np.bincount(tokens.features["item"], minlength=log.n_items)).to(device)
-    item_log_prob = log_item_frequency(item_counts)
+    model = build_model(log, config, device, init_state)
+    data = prepare_data(valid.train, config, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = max(math.ceil(len(windows) / cfg.batch_size), 1)
-    total_steps = steps_per_epoch * cfg.epochs
+    total_steps = max(math.ceil(len(data.windows) / cfg.batch_size), 1) * cfg.epochs
     warmup = min(cfg.warmup_steps, total_steps // 10 + 1)  # small data sets: do not spend the run warming up
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, warmup, total_steps))
     rng = np.random.default_rng(cfg.seed)
-    use_amp = cfg.amp and device.type == "cuda"
-    best_metric, best_state, stale, history, sequences, train_seconds = -1.0, None, 0, [], 0, 0.0
     metric_name = f"ndcg@{cfg.eval_k}"
+    best_metric, best_state, stale, history, sequences, train_seconds = -1.0, None, 0, [], 0, 0.0
     for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        epoch_started, losses = time.perf_counter(), []
-        batches = length_bucketed_batches(window_lengths, cfg.batch_size, rng)
-        bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", disable=None if show_progress else True,
-                   leave=False, unit="batch")
-        for batch_index in bar:
-            batch_windows = windows[batch_index]
-            features = to_tensors(collate(tokens, batch_windows), device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                pairs = model.encoder.training_pairs(features, config.loss.future_weight)
-                if len(pairs) == 0:
-                    continue
-                terms = total_loss(pairs, model.item_tower, config.loss, model.task_bias, item_log_prob)
-            optimizer.zero_grad(set_to_none=True)
-            terms.total.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            losses.append(terms.total.item())
-            sequences += len(batch_windows)
-            elapsed = train_seconds + time.perf_counter() - epoch_started
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", seq_s=f"{sequences / max(elapsed, 1e-9):.0f}")
-        train_seconds += time.perf_counter() - epoch_started
-        recommender = EncoderRecommender(model, fit_log)
-        metrics = evaluate(valid, [recommender], [cfg.eval_k])[0].overall
+        epoch_started = time.perf_counter()
+        losses, seen = run_epoch(model, data, optimizer, scheduler, config, rng, f"epoch {epoch}/{cfg.epochs}",
+                                 show_progress)
+        sequences, train_seconds = sequences + seen, train_seconds + time.perf_counter() - epoch_started
+        metrics = evaluate(valid, [EncoderRecommender(model, valid.train)], [cfg.eval_k])[0].overall
         history.append({"epoch": epoch, "loss": float(np.mean(losses)) if losses else 0.0, **metrics,
                         "seconds": time.perf_counter() - started})
-        logger.info("epoch %d loss %.4f %s %.4f", epoch, history[-1]["loss"], metric_name, metrics[metric_name])
-        if show_progress:
-            tqdm.write(f"epoch {epoch}: loss {history[-1]['loss']:.4f}  valid {metric_name} "
-                       f"{metrics[metric_name]:.4f}  ({sequences / max(train_seconds, 1e-9):.0f} seq/s)")
+        _report(history[-1], metric_name, sequences / max(train_seconds, 1e-9), show_progress)
         if metrics[metric_name] > best_metric:
             best_metric, best_state, stale = metrics[metric_name], copy.deepcopy(model.state_dict()), 0
         else:
@@ -154,6 +173,13 @@ def train(log: EventLog, config: RunConfig, protocol: str = "loo", init_state: d
     return TrainResult(model=model, metrics={k: v for k, v in best.items() if k != "seconds"}, history=history,
                        seconds=time.perf_counter() - started,
                        sequences_per_second=sequences / max(train_seconds, 1e-9))
+
+
+def _report(row: dict, metric_name: str, sequences_per_second: float, show_progress: bool) -> None:
+    logger.info("epoch %d loss %.4f %s %.4f", row["epoch"], row["loss"], metric_name, row[metric_name])
+    if show_progress:
+        tqdm.write(f"epoch {row['epoch']}: loss {row['loss']:.4f}  valid {metric_name} {row[metric_name]:.4f}  "
+                   f"({sequences_per_second:.0f} seq/s)")
 
 
 def _padded(values: np.ndarray, length: int) -> np.ndarray:
