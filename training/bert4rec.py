@@ -19,8 +19,9 @@ class BERT4RecEncoder(nn.Module):
         super().__init__()
         self.config = config
         self.item_tower = item_tower
-        self.mask_embedding = nn.Parameter(torch.randn(config.dim) * 0.05)
+        self.mask_embedding = nn.Parameter(torch.randn(config.dim))
         self.position_embedding = nn.Embedding(config.max_len + 1, config.dim)
+        nn.init.normal_(self.position_embedding.weight, std=0.02)
         self.input_dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(TransformerBlock(config.dim, config.n_heads, config.dropout)
                                     for _ in range(config.n_layers))
@@ -30,7 +31,8 @@ class BERT4RecEncoder(nn.Module):
         """masked (B, T) bool: positions whose input is the mask embedding."""
         token_type = f["token_type"]
         positions = positions_from_right(token_type).clamp(min=0, max=self.config.max_len)
-        x = torch.where(masked[..., None], self.mask_embedding, self.item_tower(f["item"]))
+        items = self.item_tower(f["item"]) * self.config.dim**0.5  # scaled as SASRec scales by sqrt(d)
+        x = torch.where(masked[..., None], self.mask_embedding, items)
         x = self.input_dropout(x + self.position_embedding(positions)) * (token_type != PAD)[..., None].float()
         allowed = item_attention(token_type, causal=False)
         for block in self.blocks:

@@ -49,7 +49,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 100
     grad_clip: float = 1.0
-    patience: int = 3  # validations without NDCG improvement before stopping
+    patience: int = 10  # validations without NDCG improvement before stopping (metrics plateau, then rise)
     eval_k: int = 10  # early stopping watches NDCG@eval_k
     valid_max_cases: int = 3000
     seed: int = 0

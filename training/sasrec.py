@@ -22,6 +22,7 @@ class SASRecEncoder(nn.Module):
         self.config = config
         self.item_tower = item_tower
         self.position_embedding = nn.Embedding(config.max_len + 1, config.dim)
+        nn.init.normal_(self.position_embedding.weight, std=0.02)
         self.input_dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(TransformerBlock(config.dim, config.n_heads, config.dropout)
                                     for _ in range(config.n_layers))
@@ -31,7 +32,8 @@ class SASRecEncoder(nn.Module):
         # The query token of inference batches is not an item: SASRec treats it as padding.
         token_type = torch.where(is_item(f["token_type"]), f["token_type"], torch.zeros_like(f["token_type"]))
         positions = positions_from_right(token_type).clamp(min=0, max=self.config.max_len)
-        x = self.item_tower(f["item"]) + self.position_embedding(positions)
+        # Unit item vectors scaled to the width's norm, as SASRec scales its embeddings by sqrt(d).
+        x = self.item_tower(f["item"]) * self.config.dim**0.5 + self.position_embedding(positions)
         x = self.input_dropout(x) * (token_type != PAD)[..., None].float()
         allowed = item_attention(token_type, causal=True)
         for block in self.blocks:
