@@ -39,7 +39,7 @@ from training.trainer import train
 KS = [10, 50, 100]
 RESULTS = Path(__file__).resolve().parent / "results"
 MAX_CASES = 3000
-CODE_VERSION = 2  # bump when a change to the models should invalidate cached results
+CODE_VERSION = 3  # bump when a change to our models should invalidate their cached results
 
 
 @dataclass
@@ -74,9 +74,9 @@ def run_config(variant: Variant, epochs: int) -> RunConfig:
 
 
 def cached(name: str, label: str, key: dict, compute) -> list[dict]:
-    """Rows of one model on one dataset, reused while its configuration (and the code version) is unchanged, so
-    an interrupted run resumes and a re-run only trains what changed."""
-    digest = hashlib.sha256(json.dumps({**key, "code": CODE_VERSION}, sort_keys=True).encode()).hexdigest()[:12]
+    """Rows of one model on one dataset, reused while its configuration is unchanged, so an interrupted run
+    resumes and a re-run only trains what changed."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     path = CACHE / "quality" / f"{name}-{label.replace(' ', '_').replace('/', '_')}-{digest}.json"
     if path.exists():
         return json.loads(path.read_text())
@@ -106,7 +106,7 @@ def bench_dataset(name: str, variants: list[Variant], epochs: int, rectools: lis
             return [{"model": variant.label, **result.overall, "train_seconds": trained.seconds,
                      "sequences_per_second": trained.sequences_per_second, "epochs": len(trained.history)}]
 
-        rows += cached(name, variant.label, config.to_dict(), train_variant)
+        rows += cached(name, variant.label, {**config.to_dict(), "code": CODE_VERSION}, train_variant)
     for model_name in rectools:
         rows += cached(name, f"rectools-{model_name}", {"epochs": epochs}, lambda model_name=model_name:
                        rectools_runner.evaluate_peer(split, model_name, KS, epochs, console))
