@@ -15,6 +15,8 @@ logger = logging.getLogger(__name__)
 FLAT_UP_TO = 200_000  # items: below this an exact scan is fast enough (about 2 ms at d=64 here)
 IVF_PROBES = (8, 16, 32, 64, 128, 256, 512)
 HNSW_EF_SEARCH = (128, 256, 512, 1024)
+# Tune a little above the floor: recall measured on the tuning queries overstates recall on unseen ones.
+TUNING_MARGIN = 0.01
 
 
 @dataclass
@@ -106,7 +108,7 @@ def build_index(vectors: np.ndarray, queries: np.ndarray, kind: str = "auto", k:
             params = {name: value}
             apply_params(index, params)
             recall = recall_at_k(index, queries, truth, k)
-            if recall >= recall_floor:
+            if recall >= min(recall_floor + TUNING_MARGIN, 1.0):
                 break
     logger.info("%s index of %d items built in %.1f s on %s, recall@%d %.4f %s", kind, len(vectors), build_seconds,
                 device, k, recall, params)
