@@ -8,10 +8,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.config import ModelConfig
-from training.features import CONTEXT_TOKEN, PAD
+from training.features import CONTEXT_TOKEN
 from training.item_tower import ItemTower
 from training.pairs import Pairs
-from training.transformer import TransformerBlock, is_item, item_attention, positions_from_right
+from training.transformer import TransformerStack, is_item
 
 
 class BERT4RecEncoder(nn.Module):
@@ -20,24 +20,12 @@ class BERT4RecEncoder(nn.Module):
         self.config = config
         self.item_tower = item_tower
         self.mask_embedding = nn.Parameter(torch.randn(config.dim))
-        self.position_embedding = nn.Embedding(config.max_len + 1, config.dim)
-        nn.init.normal_(self.position_embedding.weight, std=0.02)
-        self.input_dropout = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(TransformerBlock(config.dim, config.n_heads, config.dropout)
-                                    for _ in range(config.n_layers))
-        self.final_norm = nn.LayerNorm(config.dim)
+        self.stack = TransformerStack(config.dim, config.n_heads, config.n_layers, config.max_len, config.dropout)
 
     def encode(self, f: dict[str, torch.Tensor], masked: torch.Tensor) -> torch.Tensor:
         """masked (B, T) bool: positions whose input is the mask embedding."""
-        token_type = f["token_type"]
-        positions = positions_from_right(token_type).clamp(min=0, max=self.config.max_len)
         items = self.item_tower(f["item"]) * self.config.dim**0.5  # scaled as SASRec scales by sqrt(d)
-        x = torch.where(masked[..., None], self.mask_embedding, items)
-        x = self.input_dropout(x + self.position_embedding(positions)) * (token_type != PAD)[..., None].float()
-        allowed = item_attention(token_type, causal=False)
-        for block in self.blocks:
-            x = block(x, allowed)
-        return self.final_norm(x)
+        return self.stack(torch.where(masked[..., None], self.mask_embedding, items), f["token_type"], causal=False)
 
     def forward(self, f: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, d) unit user vectors read at the query token, which stands for the masked next item."""

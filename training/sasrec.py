@@ -10,10 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.config import ModelConfig
-from training.features import PAD
 from training.item_tower import ItemTower
 from training.pairs import Pairs
-from training.transformer import TransformerBlock, is_item, item_attention, positions_from_right
+from training.transformer import TransformerStack, is_item
 
 
 class SASRecEncoder(nn.Module):
@@ -21,24 +20,13 @@ class SASRecEncoder(nn.Module):
         super().__init__()
         self.config = config
         self.item_tower = item_tower
-        self.position_embedding = nn.Embedding(config.max_len + 1, config.dim)
-        nn.init.normal_(self.position_embedding.weight, std=0.02)
-        self.input_dropout = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(TransformerBlock(config.dim, config.n_heads, config.dropout)
-                                    for _ in range(config.n_layers))
-        self.final_norm = nn.LayerNorm(config.dim)
+        self.stack = TransformerStack(config.dim, config.n_heads, config.n_layers, config.max_len, config.dropout)
 
     def encode(self, f: dict[str, torch.Tensor]) -> torch.Tensor:
         # The query token of inference batches is not an item: SASRec treats it as padding.
         token_type = torch.where(is_item(f["token_type"]), f["token_type"], torch.zeros_like(f["token_type"]))
-        positions = positions_from_right(token_type).clamp(min=0, max=self.config.max_len)
         # Unit item vectors scaled to the width's norm, as SASRec scales its embeddings by sqrt(d).
-        x = self.item_tower(f["item"]) * self.config.dim**0.5 + self.position_embedding(positions)
-        x = self.input_dropout(x) * (token_type != PAD)[..., None].float()
-        allowed = item_attention(token_type, causal=True)
-        for block in self.blocks:
-            x = block(x, allowed)
-        return self.final_norm(x)
+        return self.stack(self.item_tower(f["item"]) * self.config.dim**0.5, token_type, causal=True)
 
     def forward(self, f: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, d) unit user vectors: the output at the last item, just before the query token."""

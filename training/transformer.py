@@ -32,6 +32,28 @@ class TransformerBlock(nn.Module):
         return x + self.dropout(self.feed_forward(self.feed_forward_norm(x)))
 
 
+class TransformerStack(nn.Module):
+    """Learned positions (counted from the most recent token), input dropout, the blocks and a final norm."""
+
+    def __init__(self, dim: int, n_heads: int, n_layers: int, max_len: int, dropout: float):
+        super().__init__()
+        self.max_len = max_len
+        self.position_embedding = nn.Embedding(max_len + 1, dim)
+        nn.init.normal_(self.position_embedding.weight, std=0.02)
+        self.input_dropout = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(TransformerBlock(dim, n_heads, dropout) for _ in range(n_layers))
+        self.final_norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor, token_type: torch.Tensor, causal: bool) -> torch.Tensor:
+        """x (B, T, d) token inputs -> (B, T, d) hidden states."""
+        positions = positions_from_right(token_type).clamp(min=0, max=self.max_len)
+        x = self.input_dropout(x + self.position_embedding(positions)) * (token_type != PAD)[..., None].float()
+        allowed = item_attention(token_type, causal=causal)
+        for block in self.blocks:
+            x = block(x, allowed)
+        return self.final_norm(x)
+
+
 def positions_from_right(token_type: torch.Tensor) -> torch.Tensor:
     """(B, T) learned-position ids counted from the most recent token (0), so left padding never shifts them."""
     valid = (token_type != PAD).long()
