@@ -150,13 +150,14 @@ def train(log: EventLog, config: RunConfig, protocol: str = "loo", init_state: d
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, warmup, total_steps))
     rng = np.random.default_rng(cfg.seed)
     metric_name = f"ndcg@{cfg.eval_k}"
+    validator = EncoderRecommender(model, valid.train)  # histories are built once; the weights change in place
     best_metric, best_state, stale, history, sequences, train_seconds = -1.0, None, 0, [], 0, 0.0
     for epoch in range(1, cfg.epochs + 1):
         epoch_started = time.perf_counter()
         losses, seen = run_epoch(model, data, optimizer, scheduler, config, rng, f"epoch {epoch}/{cfg.epochs}",
                                  show_progress)
         sequences, train_seconds = sequences + seen, train_seconds + time.perf_counter() - epoch_started
-        metrics = evaluate(valid, [EncoderRecommender(model, valid.train)], [cfg.eval_k])[0].overall
+        metrics = evaluate(valid, [validator], [cfg.eval_k])[0].overall
         history.append({"epoch": epoch, "loss": float(np.mean(losses)) if losses else 0.0, **metrics,
                         "seconds": time.perf_counter() - started})
         _report(history[-1], metric_name, sequences / max(train_seconds, 1e-9), show_progress)
