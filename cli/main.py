@@ -6,10 +6,18 @@ import argparse
 import logging
 import sys
 
-from cli import artifact_commands, data_commands, evaluate_command, recommend_command, train_command
+from cli import (
+    artifact_commands,
+    data_commands,
+    evaluate_command,
+    recommend_command,
+    service_commands,
+    train_command,
+)
 from training.errors import DataError
 
-COMMAND_MODULES = (data_commands, train_command, recommend_command, evaluate_command, artifact_commands)
+COMMAND_MODULES = (data_commands, train_command, recommend_command, evaluate_command, artifact_commands,
+                   service_commands)
 USAGE_ERROR = 2
 
 

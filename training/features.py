@@ -66,7 +66,8 @@ def build_session_table(session: np.ndarray, user: np.ndarray, item: np.ndarray,
     # Strongest action per (session, item), then the strongest items first within each session.
     order = np.lexsort((-action.astype(np.int64), item, dense_session))
     pair_session, pair_item, pair_action = dense_session[order], item[order], action[order]
-    is_first = np.r_[True, (pair_session[1:] != pair_session[:-1]) | (pair_item[1:] != pair_item[:-1])]
+    is_first = np.r_[True, (pair_session[1:] != pair_session[:-1]) | (pair_item[1:] != pair_item[:-1])] \
+        if len(pair_session) else np.zeros(0, dtype=bool)
     pair_session, pair_item, pair_action = pair_session[is_first], pair_item[is_first], pair_action[is_first]
     order = np.lexsort((pair_item, -pair_action.astype(np.int64), pair_session))
     pair_session, pair_item, pair_action = pair_session[order], pair_item[order], pair_action[order]
@@ -119,7 +120,7 @@ def build_tokens(table: SessionTable, with_context: bool = True) -> TokenTable:
     is_context = np.zeros(n_tokens, dtype=bool)
     if with_context:
         is_context[offsets[:-1]] = True
-    previous = np.r_[-1, table.start[:-1]]
+    previous = np.r_[-1, table.start[:-1]] if table.n_sessions else np.zeros(0, dtype=np.int64)
     previous[np.r_[True, table.user[1:] != table.user[:-1]] if table.n_sessions else []] = -1
     hour, weekday, gap = time_features(table.start, previous, table.has_time)
     features = {name: np.zeros(n_tokens, dtype=np.int64) for name in TOKEN_FEATURES}
@@ -205,7 +206,7 @@ def query_tokens(table: SessionTable, windows: np.ndarray, context: np.ndarray, 
                  request_time: np.ndarray) -> dict[str, np.ndarray]:
     """The next context token of each row (name -> (B,)): the request's context, scenario and time features."""
     has_history = windows[:, 1] > windows[:, 0]
-    previous = np.where(has_history, table.start[np.maximum(windows[:, 1] - 1, 0)], -1)
+    previous = np.where(has_history, np.r_[table.start, -1][windows[:, 1] - 1], -1)  # row -1: no history
     hour, weekday, gap = time_features(request_time, previous, table.has_time)
     zeros = np.zeros(len(windows), dtype=np.int64)
     return {"token_type": zeros + CONTEXT_TOKEN, "item": zeros, "action": zeros, "context": context.astype(np.int64),

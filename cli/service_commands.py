@@ -1,0 +1,76 @@
+"""`recall serve` (the API, plus the worker and a private Redis when embedded) and `recall worker`.
+
+Everything else comes from the environment (service/settings.py): one way to configure both, here and in
+docker-compose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+
+from training.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    serve = commands.add_parser("serve", help="run the HTTP API (embedded Redis and worker without REDIS_URL)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="uvicorn processes (needs REDIS_URL)")
+    serve.set_defaults(handler=run_serve)
+    worker = commands.add_parser("worker", help="run a near-line worker against REDIS_URL")
+    worker.add_argument("--metrics-port", type=int, default=9101, help="Prometheus /metrics port (0: none)")
+    worker.set_defaults(handler=run_worker)
+
+
+def settings_or_error():
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+
+    try:
+        return Settings()
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise DataError("environment", f"{first['msg']}", column=f"RECALL_{str(first['loc'][0]).upper()}") from None
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = settings_or_error()
+    if settings.embedded and args.workers > 1:
+        raise DataError("environment", "--workers > 1 needs a shared Redis: set REDIS_URL", column="REDIS_URL")
+    logging.getLogger("service").setLevel(logging.INFO)
+    uvicorn.run("service.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
+                log_level="info", access_log=False)
+    return 0
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    from prometheus_client import start_http_server
+
+    from service.app import connect_redis
+    from service.serving_model import ModelHolder
+    from service.worker import NearlineWorker
+
+    settings = settings_or_error()
+    if settings.embedded:
+        raise DataError("environment", "`recall worker` needs a shared Redis: set REDIS_URL (without it, "
+                        "`recall serve` runs the worker itself)", column="REDIS_URL")
+    logging.getLogger("service").setLevel(logging.INFO)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    if args.metrics_port:
+        start_http_server(args.metrics_port)
+    holder = ModelHolder(settings, with_index=False).start()
+    try:
+        NearlineWorker(connect_redis(settings.redis_url), settings, holder).run(stop)
+    finally:
+        holder.stop()
+    return 0

@@ -1,0 +1,104 @@
+"""The FastAPI application: its lifespan (Redis, the live model pair, the embedded worker) and dependencies.
+
+    uvicorn --factory service.app:create_app      (what `recall serve` runs)
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import faiss
+import redis
+from fastapi import FastAPI, Request
+
+from service.keys import Keys
+from service.redis_server import EmbeddedRedis
+from service.serving_model import ModelHolder
+from service.settings import Settings, get_settings
+from service.streams import BacklogMonitor, ensure_groups
+from service.worker import NearlineWorker
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """What handlers need, built once per process by the lifespan."""
+
+    settings: Settings
+    client: redis.Redis
+    keys: Keys
+    holder: ModelHolder
+    backlog: BacklogMonitor
+
+
+def connect_redis(url: str, timeout_s: float = 30.0) -> redis.Redis:
+    """A client whose server answered PING, retrying with backoff; a clear error when it never does."""
+    client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30)
+    delay, deadline = 0.1, time.monotonic() + timeout_s
+    while True:
+        try:
+            client.ping()
+            return client
+        except redis.RedisError as error:
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"Redis at {redact(url)} did not answer within {timeout_s:.0f} s: {error}") \
+                    from None
+            logger.warning("waiting for Redis at %s (%s)", redact(url), error)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for logs and errors."""
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.split('@', 1)[1]}" if "@" in rest else url
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    settings: Settings = app.state.settings
+    faiss.omp_set_num_threads(settings.search_threads)
+    embedded = EmbeddedRedis(settings.data_dir / "redis").start() if settings.embedded else None
+    worker_stop, worker_thread = threading.Event(), None
+    holder = None
+    try:
+        client = connect_redis(embedded.url if embedded else settings.redis_url)
+        keys = Keys(settings.key_prefix, settings.stream_partitions)
+        ensure_groups(client, keys)
+        holder = ModelHolder(settings).start()
+        app.state.services = Services(settings=settings, client=client, keys=keys, holder=holder,
+                                      backlog=BacklogMonitor(client, keys))
+        if embedded and settings.embedded_worker:
+            worker = NearlineWorker(client, settings, holder)
+            worker_thread = threading.Thread(target=worker.run, args=(worker_stop,), name="nearline-worker",
+                                             daemon=True)
+            worker_thread.start()
+        yield
+    finally:
+        worker_stop.set()
+        if worker_thread is not None:
+            worker_thread.join(timeout=10)
+        if holder is not None:
+            holder.stop()
+        if embedded is not None:
+            embedded.stop()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    from service.routes import router
+
+    app = FastAPI(title="nearline-recall", version="0.1.0", lifespan=lifespan,
+                  description="Near-line generative candidate generation: /v1/recall, the /v1/events webhook, "
+                              "health, readiness and Prometheus metrics.")
+    app.state.settings = settings or get_settings()
+    app.include_router(router)
+    return app
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services

@@ -1,0 +1,96 @@
+"""The webhook's contract: signed raw bodies and the event model every batch is validated against.
+
+A sender signs `"<timestamp>." + raw body` with HMAC-SHA256 and the shared secret and sends
+`X-Recall-Timestamp: <unix seconds>` and `X-Recall-Signature: sha256=<hex>`. A timestamp outside the replay
+window is refused, so a captured request cannot be replayed later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from typing import Annotated, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+
+from training.columns import ACTION_CODES
+
+MAX_ID_LENGTH = 256
+MAX_FUTURE_S = 86_400  # clocks drift, but an event from tomorrow is a bug upstream
+TIMESTAMP_HEADER, SIGNATURE_HEADER = "X-Recall-Timestamp", "X-Recall-Signature"
+
+Id = Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_LENGTH)] | StrictInt
+OptionalText = Annotated[StrictStr, Field(max_length=MAX_ID_LENGTH)] | None
+
+
+class Event(BaseModel):
+    """One event in the data-contract shape (DESIGN.md section 3)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: Id
+    item_id: Id
+    timestamp: float | None = Field(default=None, ge=0, description="unix seconds; absent = when received")
+    action: Literal["show", "click", "cart", "pay"] = "click"
+    context: OptionalText = None
+    scenario: OptionalText = None
+    session_id: Id | None = None
+    event_id: Id | None = Field(default=None, description="idempotency key; absent = a hash of the event")
+
+    @field_validator("timestamp")
+    @classmethod
+    def not_in_the_future(cls, value: float | None) -> float | None:
+        if value is not None and value > time.time() + MAX_FUTURE_S:
+            raise ValueError("timestamp is more than a day in the future")
+        return value
+
+
+class EventBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[Event] = Field(min_length=1)
+
+
+class IngestResult(BaseModel):
+    accepted: int = Field(description="events appended to the streams")
+    duplicates: int = Field(description="events whose event_id was already seen (not appended again)")
+
+
+def sign(secret: str, timestamp: int | str, body: bytes) -> str:
+    """The `X-Recall-Signature` value of `body` sent at `timestamp`."""
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"sha256={digest}"
+
+
+def signature_problem(secret: str, timestamp: str | None, signature: str | None, body: bytes,
+                      window_s: int, now: float | None = None) -> str | None:
+    """Why a webhook call is not authentic, or None when it is."""
+    if not timestamp or not signature:
+        return f"missing {TIMESTAMP_HEADER} or {SIGNATURE_HEADER} header"
+    try:
+        sent_at = int(timestamp)
+    except ValueError:
+        return f"{TIMESTAMP_HEADER} must be unix seconds"
+    if abs((now if now is not None else time.time()) - sent_at) > window_s:
+        return f"{TIMESTAMP_HEADER} is outside the {window_s} s replay window"
+    if not hmac.compare_digest(sign(secret, timestamp, body), signature):
+        return "signature does not match the body"
+    return None
+
+
+def normalise(event: Event, received_at: float) -> dict:
+    """The stream form of an event: text ids, integer seconds, the action code and an idempotency key."""
+    normalised = {
+        "user_id": str(event.user_id), "item_id": str(event.item_id),
+        "timestamp": None if event.timestamp is None else int(event.timestamp),
+        "action": ACTION_CODES[event.action], "context": event.context, "scenario": event.scenario,
+        "session_id": None if event.session_id is None else str(event.session_id),
+    }
+    # Hashed before the receive time is filled in, so a redelivered copy hashes the same.
+    normalised["event_id"] = str(event.event_id) if event.event_id is not None else \
+        hashlib.sha256(orjson.dumps(normalised, option=orjson.OPT_SORT_KEYS)).hexdigest()[:24]
+    if normalised["timestamp"] is None:
+        normalised["timestamp"] = int(received_at)
+    return normalised

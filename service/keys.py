@@ -1,0 +1,43 @@
+"""Every Redis key the service uses, in one place.
+
+Keys carry hash tags so a Redis Cluster works unchanged: a user's state lives under `{u:<user>}`; a stream
+partition and the event ids deduplicated into it share `{p<n>}`, so the ingest script touches one slot.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str
+    partitions: int
+
+    def partition_of(self, user_id: str) -> int:
+        """Stable across processes and Python versions (unlike hash()): one user, one partition, one order."""
+        return zlib.crc32(user_id.encode()) % self.partitions
+
+    def stream(self, partition: int) -> str:
+        return f"{self.prefix}:{{p{partition}}}:events"
+
+    def seen(self, partition: int, event_id: str) -> str:
+        return f"{self.prefix}:{{p{partition}}}:seen:{event_id}"
+
+    def lease(self, partition: int) -> str:
+        return f"{self.prefix}:{{p{partition}}}:lease"
+
+    def user(self, user_id: str) -> str:
+        return f"{self.prefix}:{{u:{user_id}}}:state"
+
+    @property
+    def group(self) -> str:
+        return "nearline-workers"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.prefix}:workers"
+
+    def all_streams(self) -> list[str]:
+        return [self.stream(partition) for partition in range(self.partitions)]

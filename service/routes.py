@@ -1,0 +1,131 @@
+"""HTTP handlers. They only orchestrate: authentication, validation and the calls into the service modules."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import redis
+from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+
+from service import metrics
+from service.app import Services, get_services
+from service.ingest import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    EventBatch,
+    IngestResult,
+    normalise,
+    signature_problem,
+)
+from service.recall import recall
+from service.schemas import Readiness, RecallRequest, RecallResponse
+from service.serving_model import ServingModel
+from service.streams import append_events
+
+router = APIRouter()
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def serving_model(services: ServicesDep) -> ServingModel:
+    model = services.holder.current
+    if model is None:
+        raise HTTPException(503, detail=f"no index loaded yet: {services.holder.last_error or 'none published'}")
+    return model
+
+
+def require_api_key(services: ServicesDep, x_api_key: Annotated[str | None, Header()] = None) -> None:
+    expected = services.settings.api_key
+    if expected is not None and x_api_key != expected.get_secret_value():
+        raise HTTPException(401, detail="X-API-Key header missing or wrong")
+
+
+@router.post("/v1/recall", dependencies=[Depends(require_api_key)])
+def recall_candidates(request: RecallRequest, services: ServicesDep,
+                      model: Annotated[ServingModel, Depends(serving_model)]) -> RecallResponse:
+    with metrics.REQUEST_SECONDS.labels("recall").time():
+        return recall(model, services.client, services.keys, request)
+
+
+@router.post("/v1/events", status_code=202, responses={401: {}, 413: {}, 422: {}, 429: {}, 503: {}})
+async def ingest_events(request: Request, services: ServicesDep,
+                        timestamp: Annotated[str | None, Header(alias=TIMESTAMP_HEADER)] = None,
+                        signature: Annotated[str | None, Header(alias=SIGNATURE_HEADER)] = None) -> IngestResult:
+    """Append a signed batch of events to the streams: all of it, or (on any bad event) none of it."""
+    started = time.perf_counter()
+    settings = services.settings
+    if settings.webhook_secret is None:
+        raise HTTPException(503, detail="the webhook is disabled: set RECALL_WEBHOOK_SECRET")
+    body = await _read_body(request, settings.max_body_bytes)
+    problem = signature_problem(settings.webhook_secret.get_secret_value(), timestamp, signature, body,
+                                settings.replay_window_s)
+    if problem:
+        raise HTTPException(401, detail=problem)
+    try:
+        batch = EventBatch.model_validate_json(body)
+    except ValidationError as error:
+        metrics.EVENTS_INGESTED.labels("rejected").inc()
+        raise HTTPException(422, detail=[{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+                                         for e in error.errors()]) from None
+    if len(batch.events) > settings.max_batch_events:
+        raise HTTPException(413, detail=f"events: at most {settings.max_batch_events} per batch, got "
+                                        f"{len(batch.events)}")
+    backlog = await run_in_threadpool(services.backlog.value)
+    if backlog > settings.max_stream_lag:
+        raise HTTPException(429, detail=f"the workers are {backlog} events behind; retry later",
+                            headers={"Retry-After": "1"})
+    received_at = time.time()
+    events = [normalise(event, received_at) for event in batch.events]
+    try:
+        accepted = await run_in_threadpool(append_events, services.client, services.keys, events,
+                                           settings.dedupe_ttl_s)
+    except redis.RedisError as error:
+        raise HTTPException(503, detail=f"the event store is unavailable ({type(error).__name__}); retry",
+                            headers={"Retry-After": "1"}) from None
+    metrics.EVENTS_INGESTED.labels("accepted").inc(accepted)
+    metrics.EVENTS_INGESTED.labels("duplicate").inc(len(events) - accepted)
+    metrics.REQUEST_SECONDS.labels("events").observe(time.perf_counter() - started)
+    return IngestResult(accepted=accepted, duplicates=len(events) - accepted)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, detail=f"body: at most {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HTTPException(413, detail=f"body: at most {limit} bytes")
+    return bytes(body)
+
+
+@router.get("/healthz")
+def healthz() -> dict:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"model": Readiness}})
+def readyz(services: ServicesDep, response: Response) -> Readiness:
+    problems = []
+    try:
+        redis_ok = bool(services.client.ping())
+    except redis.RedisError as error:
+        redis_ok = False
+        problems.append(f"redis: {error}")
+    model = services.holder.current
+    if model is None:
+        problems.append(f"index: {services.holder.last_error or 'none published yet'}")
+    ready = redis_ok and model is not None
+    response.status_code = 200 if ready else 503
+    return Readiness(ready=ready, redis=redis_ok, model_version=model.model_version if model else None,
+                     index_version=model.index_version if model else None,
+                     embedded=services.settings.embedded, problems=problems)
+
+
+@router.get("/metrics")
+def prometheus_metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,55 @@
+"""Typed request and response models of the HTTP API."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+from service.ingest import MAX_ID_LENGTH
+
+Id = Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_LENGTH)] | StrictInt
+MAX_K = 1000
+MAX_LIST = 1000
+
+VectorSource = Literal["precomputed", "online", "cold"]
+Fallback = Literal["cold_user", "reencoded_stale_vector", "redis_unavailable"]
+
+
+class RecallRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: Id
+    context: Annotated[StrictStr, Field(max_length=MAX_ID_LENGTH)] | None = Field(
+        default=None, description="the request's context; absent = the user's last one; unknown = the default")
+    scenario: Annotated[StrictStr, Field(max_length=MAX_ID_LENGTH)] | None = Field(
+        default=None, description="absent = the user's last scenario")
+    k: int = Field(default=100, ge=1, le=MAX_K)
+    filter_viewed: bool = True
+    exclude_item_ids: list[Id] = Field(default_factory=list, max_length=MAX_LIST)
+    categories: list[Id] | None = Field(default=None, max_length=MAX_LIST, description="only items of these")
+
+
+class Candidate(BaseModel):
+    item_id: int | str
+    score: float
+
+
+class RecallResponse(BaseModel):
+    items: list[Candidate]
+    model_version: str
+    index_version: str
+    user_vector_age_ms: int | None = Field(description="how old the user's stored state is; None for cold users")
+    vector_source: VectorSource = Field(description="precomputed near-line, encoded online from the stored "
+                                        "history (another context), or cold (context only)")
+    fallback: Fallback | None = Field(description="set when the answer is not personalised from a fresh vector "
+                                      "of the serving model")
+
+
+class Readiness(BaseModel):
+    ready: bool
+    redis: bool
+    model_version: str | None
+    index_version: str | None
+    embedded: bool
+    problems: list[str]

@@ -1,0 +1,165 @@
+"""The (user encoder, FAISS index) pair the service answers with, loaded together and swapped together.
+
+A pair is consistent by construction: the encoder's artifacts must carry the model version the index was built
+for, or the pair is refused. `ModelHolder` watches the index root's CURRENT, loads a new pair beside the live one
+and swaps the reference in one assignment, so a request that took the old pair finishes with it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from index_builder.faiss_index import gpu_available
+from index_builder.versions import IndexRejected, LoadedIndex, current_version, open_version
+from service.encoder_runner import OnnxUserEncoder
+from service.history import FeatureSchema, encoder_inputs
+from service.settings import Settings
+from training.file_io import sha256_file
+from training.vocab import Vocabularies
+
+logger = logging.getLogger(__name__)
+VERIFIED_ARTIFACTS = ("user_encoder.onnx", "vocabularies.json", "item_side.npz")
+
+
+@dataclass
+class ServingModel:
+    model_version: str
+    encoder: OnnxUserEncoder
+    vocabs: Vocabularies
+    schema: FeatureSchema
+    index: LoadedIndex | None  # None in a worker: it encodes but never searches
+    row_of_code: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # item code -> index row, -1
+    category_of_row: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    item_id_of_code: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # original ids
+    small_vocab_codes: dict[str, dict[str, int]] = field(default_factory=dict)  # contexts, scenarios, categories
+    on_gpu: bool = False
+    # onnxruntime sessions are thread-safe; GPU FAISS indexes are not, so GPU searches take turns.
+    search_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def index_version(self) -> str | None:
+        return self.index.version if self.index else None
+
+    def known(self, vocab: str, value: str | None) -> str | None:
+        """`value` when the model knows it, else None (the default context or scenario)."""
+        return value if value is not None and value in self.small_vocab_codes[vocab] else None
+
+    def encode(self, histories: list[dict], contexts: list[str | None], scenarios: list[str | None],
+               request_time: np.ndarray, reuse_buffers: bool = False) -> np.ndarray:
+        """(B, d) unit user vectors; `reuse_buffers` only from the one thread that owns them (the worker)."""
+        batch = encoder_inputs(histories, contexts, scenarios, request_time, self.vocabs, self.schema,
+                               out=self.encoder.buffers.view if reuse_buffers else None)
+        return self.encoder.encode(batch)
+
+
+def load_serving_model(settings: Settings, with_index: bool = True) -> ServingModel:
+    """The pair named by CURRENT: `IndexRejected` when it is missing, corrupt or inconsistent."""
+    if with_index:
+        index = open_version(settings.index_root)
+        index_manifest = index.manifest
+    else:
+        version = current_version(settings.index_root)
+        if version is None:
+            raise IndexRejected(f"{settings.index_root}: no CURRENT index published")
+        index, index_manifest = None, _read_json(settings.index_root / "versions" / version / "manifest.json")
+    artifacts = Path(settings.artifacts_dir or index_manifest["artifacts"])
+    manifest = _verified_manifest(artifacts)
+    if manifest["model_version"] != index_manifest["model_version"]:
+        raise IndexRejected(f"{artifacts} holds model {manifest['model_version']}, the index was built for "
+                            f"{index_manifest['model_version']}: vectors from two models must not be mixed")
+    encoder = OnnxUserEncoder(artifacts, threads=settings.encoder_threads or None, use_gpu=settings.use_gpu)
+    model = ServingModel(model_version=manifest["model_version"], encoder=encoder,
+                         vocabs=Vocabularies.load(artifacts / "vocabularies.json"),
+                         schema=FeatureSchema.from_manifest(manifest), index=index)
+    model.small_vocab_codes = {name: {value: code for code, value in enumerate(getattr(model.vocabs, name).ids)
+                                      if code > 0} for name in ("contexts", "scenarios", "categories")}
+    if index is not None:
+        model.item_id_of_code = model.vocabs.items.decode(np.arange(len(model.vocabs.items)))
+        n_codes = int(manifest["n_items"])
+        model.row_of_code = np.full(max(n_codes, int(index.id_map.max(initial=0)) + 1), -1, dtype=np.int64)
+        model.row_of_code[index.id_map] = np.arange(len(index.id_map))
+        with np.load(artifacts / "item_side.npz", allow_pickle=False) as side:
+            category = side["category"]
+        model.category_of_row = np.where(index.id_map < len(category),
+                                         category[np.minimum(index.id_map, len(category) - 1)], 0)
+        if (settings.use_gpu is not False) and gpu_available():
+            index.index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index.index)
+            model.on_gpu = True
+    return model
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise IndexRejected(f"{path}: unreadable ({error})") from None
+
+
+def _verified_manifest(artifacts: Path) -> dict:
+    manifest = _read_json(artifacts / "manifest.json")
+    for name in VERIFIED_ARTIFACTS:
+        try:
+            matches = sha256_file(artifacts / name) == manifest["checksums"].get(name)
+        except OSError:
+            matches = False
+        if not matches:
+            raise IndexRejected(f"{artifacts}: {name} is missing or its checksum does not match the manifest")
+    return manifest
+
+
+class ModelHolder:
+    """The live pair, and a watcher thread that swaps in each newly published one."""
+
+    def __init__(self, settings: Settings, with_index: bool = True):
+        self.settings = settings
+        self.with_index = with_index
+        self.current: ServingModel | None = None
+        self.live_version: str | None = None  # the CURRENT name the live pair was loaded from
+        self.last_error: str | None = None
+        self._refused_version: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._refresh_lock = threading.Lock()
+
+    def refresh(self) -> bool:
+        """Load the published pair when it differs from the live one; True when a swap happened."""
+        with self._refresh_lock:
+            published = current_version(self.settings.index_root)
+            if published is None or published in (self._refused_version, self.live_version):
+                return False
+            try:
+                fresh = load_serving_model(self.settings, self.with_index)
+            except (IndexRejected, OSError, KeyError, ValueError) as error:
+                self.last_error = str(error)
+                self._refused_version = published
+                logger.error("not serving index %s: %s", published, error)
+                return False
+            self.current, self.last_error = fresh, None  # one reference assignment: the swap
+            self.live_version = published
+            logger.info("serving model %s with index %s", fresh.model_version, published)
+            return True
+
+    def start(self) -> ModelHolder:
+        self.refresh()
+        self._thread = threading.Thread(target=self._watch, name="index-watcher", daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.settings.index_poll_s):
+            try:
+                self.refresh()
+            except Exception:  # the watcher must outlive any one bad publish
+                logger.exception("index refresh failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)

@@ -1,0 +1,55 @@
+"""Every knob of `recall serve` and `recall worker`, read from the environment through one settings object.
+
+Variables are `RECALL_<FIELD>` (e.g. `RECALL_INDEX_ROOT`), except `REDIS_URL`, the name every platform uses.
+Without `REDIS_URL` the service runs embedded: a private redis-server under `RECALL_DATA_DIR` and the near-line
+worker inside the API process.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RECALL_", extra="ignore", populate_by_name=True)
+
+    # Where things are.
+    redis_url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL", "RECALL_REDIS_URL"),
+                                  description="redis://, rediss:// (TLS) or unix:// URL; unset = embedded server")
+    data_dir: Path = Field(default=Path("var"), description="embedded Redis data and socket")
+    index_root: Path = Field(default=Path("var/index"), description="what `recall build-index --out` publishes")
+    artifacts_dir: Path | None = Field(default=None, description="`recall export` output; unset = the path the "
+                                       "live index's manifest names")
+    # Security and limits.
+    webhook_secret: SecretStr | None = Field(default=None, description="HMAC-SHA256 key of /v1/events")
+    api_key: SecretStr | None = Field(default=None, description="when set, /v1/recall needs `X-API-Key`")
+    replay_window_s: int = Field(default=300, gt=0, description="accepted webhook timestamp skew")
+    max_body_bytes: int = Field(default=1_048_576, gt=0)
+    max_batch_events: int = Field(default=1000, gt=0)
+    max_stream_lag: int = Field(default=200_000, gt=0, description="webhook answers 429 beyond this backlog")
+    # Streams and the near-line worker.
+    key_prefix: str = Field(default="nr", pattern=r"^[A-Za-z0-9_.:-]+$")
+    stream_partitions: int = Field(default=8, gt=0, le=1024, description="fixed for the life of the data")
+    dedupe_ttl_s: int = Field(default=7 * 86_400, gt=0, description="how long an event_id is remembered")
+    worker_read_count: int = Field(default=512, gt=0, description="messages read per partition per batch")
+    worker_block_ms: int = Field(default=20, ge=0)
+    worker_lease_ms: int = Field(default=10_000, gt=0, description="a dead worker's partitions move after this")
+    embedded_worker: bool = Field(default=True, description="run the worker inside `recall serve` when embedded")
+    # Compute.
+    encoder_threads: int = Field(default=0, ge=0, description="onnxruntime threads; 0 = the container's CPUs")
+    search_threads: int = Field(default=1, gt=0, description="FAISS OpenMP threads per search")
+    use_gpu: bool | None = Field(default=None, description="unset = use a GPU when one is visible")
+    index_poll_s: float = Field(default=1.0, gt=0, description="how often CURRENT is checked for a new index")
+
+    @property
+    def embedded(self) -> bool:
+        return not self.redis_url
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

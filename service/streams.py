@@ -1,0 +1,88 @@
+"""The event streams: appending a deduplicated batch, the worker group, and the backlog behind it."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections import defaultdict
+
+import orjson
+import redis
+
+from service.keys import Keys
+
+# One partition per call, so every key lives in one hash slot: the event ids seen and the stream itself.
+# An event is appended only when its id was not seen within the dedupe window: redelivered webhooks are no-ops.
+APPEND_NEW_EVENTS = """
+local appended = 0
+for i = 2, #KEYS do
+  if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[1]) then
+    redis.call('XADD', KEYS[1], '*', 'e', ARGV[i])
+    appended = appended + 1
+  end
+end
+return appended
+"""
+
+
+def ensure_groups(client: redis.Redis, keys: Keys) -> None:
+    """Create the worker group on every partition (and the streams), from the start of each stream."""
+    for stream in keys.all_streams():
+        try:
+            client.xgroup_create(stream, keys.group, id="0", mkstream=True)
+        except redis.ResponseError as error:
+            if "BUSYGROUP" not in str(error):
+                raise
+
+
+def append_events(client: redis.Redis, keys: Keys, events: list[dict], dedupe_ttl_s: int) -> int:
+    """Append normalised events (each with `user_id` and `event_id`) to their users' partitions; returns how
+    many were new. Order within a user is the order given."""
+    by_partition: dict[int, list[dict]] = defaultdict(list)
+    for event in events:
+        by_partition[keys.partition_of(event["user_id"])].append(event)
+    script = client.register_script(APPEND_NEW_EVENTS)
+    appended = 0
+    for partition, batch in by_partition.items():
+        seen_keys = [keys.seen(partition, f"{event['user_id']}:{event['event_id']}") for event in batch]
+        appended += int(script(keys=[keys.stream(partition), *seen_keys],
+                               args=[dedupe_ttl_s, *(orjson.dumps(event) for event in batch)]))
+    return appended
+
+
+def stream_backlog(client: redis.Redis, keys: Keys) -> int:
+    """Events appended but not yet acknowledged by the worker group, over all partitions."""
+    backlog = 0
+    for stream in keys.all_streams():
+        try:
+            groups = client.xinfo_groups(stream)
+        except redis.ResponseError:  # the stream does not exist yet
+            continue
+        for group in groups:
+            if _text(group["name"]) == keys.group:
+                backlog += int(group.get("lag") or 0) + int(group.get("pending") or 0)
+    return backlog
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class BacklogMonitor:
+    """The backlog for the webhook's back-pressure check, measured at most once per `every_s` (it costs a few
+    Redis calls per partition); the last known value while Redis is unreachable."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, every_s: float = 1.0):
+        self.client, self.keys, self.every_s = client, keys, every_s
+        self._value, self._measured_at = 0, 0.0
+        self._lock = threading.Lock()
+
+    def value(self) -> int:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._measured_at >= self.every_s:
+                self._measured_at = now
+                with contextlib.suppress(redis.RedisError):
+                    self._value = stream_backlog(self.client, self.keys)
+            return self._value

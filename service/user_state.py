@@ -1,0 +1,96 @@
+"""A user's state in Redis: history, precomputed vectors and the last stream entry applied, in one hash.
+
+    <prefix>:{u:<user>}:state
+      history          JSON sessions (service.history), original ids
+      last_id          the newest stream entry applied: older ones are skipped on redelivery
+      model_version    the model that computed the vectors
+      contexts         JSON list of the (context, scenario) keys the vectors were computed for
+      vectors          float32 bytes, one row per context
+      viewed           int32 bytes: the model's codes of the history's items (for filter_viewed)
+      updated_ms       when the vectors were written
+
+The worker writes the whole state in one compare-and-set on `last_id`, so a stalled worker that lost its
+partition cannot overwrite what the new owner applied.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import orjson
+import redis
+
+from service.history import load_history
+from service.keys import Keys
+
+WRITE_IF_UNCHANGED = """
+local current = redis.call('HGET', KEYS[1], 'last_id') or ''
+if current ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+return 1
+"""
+
+
+@dataclass
+class UserState:
+    history: dict
+    last_id: str
+    model_version: str | None = None
+    contexts: list[str] | None = None
+    vectors: np.ndarray | None = None  # (n_contexts, d)
+    viewed_codes: np.ndarray | None = None  # (n_viewed,) item codes under `model_version`
+    updated_ms: int | None = None
+
+    def vector_for(self, context: str | None, scenario: str | None, model_version: str) -> np.ndarray | None:
+        """The precomputed vector of this context and scenario, if `model_version` made it."""
+        if self.vectors is None or self.model_version != model_version or self.contexts is None:
+            return None
+        key = context_key(context, scenario)
+        return self.vectors[self.contexts.index(key)] if key in self.contexts else None
+
+
+def context_key(context: str | None, scenario: str | None) -> str:
+    return orjson.dumps([context, scenario]).decode()
+
+
+def read_histories(client: redis.Redis, keys: Keys, user_ids: list[str]) -> list[UserState]:
+    """History and last applied entry of each user (empty for users never seen)."""
+    pipe = client.pipeline(transaction=False)
+    for user_id in user_ids:
+        pipe.hmget(keys.user(user_id), ["history", "last_id"])
+    return [UserState(history=load_history(history), last_id=(last_id or b"").decode())
+            for history, last_id in pipe.execute()]
+
+
+def read_state(client: redis.Redis, keys: Keys, user_id: str, dim: int) -> UserState:
+    fields = client.hmget(keys.user(user_id), ["history", "last_id", "model_version", "contexts", "vectors",
+                                                "viewed", "updated_ms"])
+    history, last_id, model_version, contexts, vectors, viewed, updated_ms = fields
+    return UserState(
+        history=load_history(history), last_id=(last_id or b"").decode(),
+        model_version=model_version.decode() if model_version else None,
+        contexts=orjson.loads(contexts) if contexts else None,
+        vectors=np.frombuffer(vectors, dtype=np.float32).reshape(-1, dim) if vectors else None,
+        viewed_codes=np.frombuffer(viewed, dtype=np.int32) if viewed is not None else None,
+        updated_ms=int(updated_ms) if updated_ms else None,
+    )
+
+
+def write_states(client: redis.Redis, keys: Keys, user_ids: list[str], expected_last_ids: list[str],
+                 fields: list[dict]) -> list[bool]:
+    """Write each user's fields unless their `last_id` moved since it was read; True where written."""
+    script = client.register_script(WRITE_IF_UNCHANGED)
+    pipe = client.pipeline(transaction=False)
+    for user_id, expected, values in zip(user_ids, expected_last_ids, fields, strict=True):
+        flat = [part for name, value in values.items() for part in (name, value)]
+        script(keys=[keys.user(user_id)], args=[expected, *flat], client=pipe)
+    return [bool(result) for result in pipe.execute()]
+
+
+def state_fields(history: dict, last_id: str, model_version: str, contexts: list[tuple[str | None, str | None]],
+                 vectors: np.ndarray, viewed_codes: np.ndarray, now_ms: int) -> dict:
+    return {"history": orjson.dumps(history), "last_id": last_id, "model_version": model_version,
+            "contexts": orjson.dumps([context_key(*pair) for pair in contexts]),
+            "vectors": np.ascontiguousarray(vectors, dtype=np.float32).tobytes(),
+            "viewed": np.asarray(viewed_codes, dtype=np.int32).tobytes(), "updated_ms": now_ms}

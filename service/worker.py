@@ -1,0 +1,254 @@
+"""The near-line worker: stream partitions -> user histories -> ONNX user vectors in Redis.
+
+Ordering and delivery:
+- A user's events land in one partition. A partition is consumed by one worker at a time, under a lease that the
+  worker renews; live workers split the partitions evenly, and a dead worker's partitions move once its lease
+  expires. The new owner first claims the messages the old one read but never acknowledged (XAUTOCLAIM).
+- At least once, applied once: messages are acknowledged only after the user's state is written, and the state
+  remembers the newest entry applied, so a redelivered message is skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+from collections import defaultdict
+
+import numpy as np
+import orjson
+import redis
+
+from service import metrics
+from service.history import apply_event, codes_of, last_context, viewed_items
+from service.keys import Keys
+from service.serving_model import ModelHolder, ServingModel
+from service.settings import Settings
+from service.streams import ensure_groups, stream_backlog
+from service.user_state import read_histories, state_fields, write_states
+
+logger = logging.getLogger(__name__)
+
+RENEW_IF_MINE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+RELEASE_IF_MINE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+HOUSEKEEPING_S = 5.0
+
+
+def stream_id(entry_id: bytes | str) -> tuple[int, int]:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    millis, _, sequence = text.partition("-")
+    return int(millis), int(sequence or 0)
+
+
+def precomputed_contexts(model: ServingModel, history: dict) -> list[tuple[str | None, str | None]]:
+    """The (context, scenario) pairs a user's vectors are precomputed for: the last context and the default,
+    both in the last scenario (what a request without those fields, or with an unknown context, asks for)."""
+    context, scenario = last_context(history)
+    context, scenario = model.known("contexts", context), model.known("scenarios", scenario)
+    return [(context, scenario)] if context is None else [(context, scenario), (None, scenario)]
+
+
+class NearlineWorker:
+    def __init__(self, client: redis.Redis, settings: Settings, holder: ModelHolder, name: str | None = None):
+        self.client = client
+        self.settings = settings
+        self.holder = holder
+        self.keys = Keys(settings.key_prefix, settings.stream_partitions)
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.owned: set[int] = set()
+        self.to_reclaim: set[int] = set()  # partitions whose unacknowledged messages we must claim first
+        self._renew = client.register_script(RENEW_IF_MINE)
+        self._release = client.register_script(RELEASE_IF_MINE)
+        self._next_lease_check = 0.0
+        self._next_housekeeping = 0.0
+        ensure_groups(client, self.keys)
+
+    # -- the loop -----------------------------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        logger.info("worker %s started", self.name)
+        try:
+            while not stop.is_set():
+                try:
+                    self.step()
+                except redis.ConnectionError as error:
+                    logger.warning("redis unreachable (%s); retrying", error)
+                    self.to_reclaim |= self.owned
+                    stop.wait(1.0)
+        finally:
+            self.release_all()
+
+    def step(self) -> int:
+        """Read one batch from the owned partitions and apply it; returns the number of messages handled."""
+        model = self.holder.current
+        if model is None:
+            self.holder.refresh()
+            time.sleep(0.2)
+            return 0
+        now = time.monotonic()
+        if now >= self._next_lease_check:
+            self.maintain_leases()
+            self._next_lease_check = now + self.settings.worker_lease_ms / 3000
+        if now >= self._next_housekeeping:
+            self.housekeeping()
+            self._next_housekeeping = now + HOUSEKEEPING_S
+        if not self.owned:
+            time.sleep(self.settings.worker_lease_ms / 3000)
+            return 0
+        messages = self.reclaim() if self.to_reclaim else self.read_new()
+        if messages:
+            try:
+                self.process(model, messages)
+            except Exception:
+                self.to_reclaim |= self.owned  # unacknowledged: read them again from the pending list
+                raise
+        return len(messages)
+
+    # -- leases -------------------------------------------------------------------------------------------------
+    def maintain_leases(self) -> None:
+        now_ms = int(time.time() * 1000)
+        lease_ms = self.settings.worker_lease_ms
+        self.client.zadd(self.keys.workers, {self.name: now_ms})
+        self.client.zremrangebyscore(self.keys.workers, 0, now_ms - lease_ms)
+        live_workers = max(int(self.client.zcard(self.keys.workers)), 1)
+        for partition in sorted(self.owned):
+            if not self._renew(keys=[self.keys.lease(partition)], args=[self.name, lease_ms]):
+                logger.warning("lost the lease of partition %d", partition)
+                self.owned.discard(partition)
+                self.to_reclaim.discard(partition)
+        target = math.ceil(self.settings.stream_partitions / live_workers)
+        while len(self.owned) > target:
+            partition = max(self.owned)
+            self._release(keys=[self.keys.lease(partition)], args=[self.name])
+            self.owned.discard(partition)
+            self.to_reclaim.discard(partition)
+        candidates = list(range(self.settings.stream_partitions))
+        random.shuffle(candidates)
+        for partition in candidates:
+            if len(self.owned) >= target:
+                break
+            if partition not in self.owned and self.client.set(self.keys.lease(partition), self.name, nx=True,
+                                                                px=lease_ms):
+                self.owned.add(partition)
+                self.to_reclaim.add(partition)
+
+    def release_all(self) -> None:
+        try:
+            for partition in self.owned:
+                self._release(keys=[self.keys.lease(partition)], args=[self.name])
+            self.client.zrem(self.keys.workers, self.name)
+        except redis.RedisError:
+            pass
+        self.owned.clear()
+
+    # -- reading ------------------------------------------------------------------------------------------------
+    def reclaim(self) -> list[tuple[int, bytes, dict]]:
+        """Everything pending on the partitions just taken over (the previous owner's unacknowledged batch)."""
+        messages = []
+        for partition in sorted(self.to_reclaim):
+            cursor = "0-0"
+            while True:
+                cursor, claimed, *_ = self.client.xautoclaim(self.keys.stream(partition), self.keys.group, self.name,
+                                                            min_idle_time=0, start_id=cursor,
+                                                            count=self.settings.worker_read_count)
+                messages += [(partition, entry_id, orjson.loads(fields[b"e"])) for entry_id, fields in claimed
+                             if fields]
+                if stream_id(cursor) == (0, 0):
+                    break
+        self.to_reclaim.clear()
+        return messages
+
+    def read_new(self) -> list[tuple[int, bytes, dict]]:
+        streams = {self.keys.stream(partition): ">" for partition in sorted(self.owned)}
+        partition_of = {self.keys.stream(partition): partition for partition in self.owned}
+        replies = self.client.xreadgroup(self.keys.group, self.name, streams, count=self.settings.worker_read_count,
+                                         block=self.settings.worker_block_ms or None)
+        return [(partition_of[stream.decode()], entry_id, orjson.loads(fields[b"e"]))
+                for stream, entries in replies or [] for entry_id, fields in entries]
+
+    # -- applying -----------------------------------------------------------------------------------------------
+    def process(self, model: ServingModel, messages: list[tuple[int, bytes, dict]]) -> None:
+        by_user: dict[str, list[tuple[bytes, dict]]] = defaultdict(list)
+        for _, entry_id, event in sorted(messages, key=lambda message: stream_id(message[1])):
+            by_user[event["user_id"]].append((entry_id, event))
+        users = list(by_user)
+        states = read_histories(self.client, self.keys, users)
+        contexts, applied, appended_ms = [], 0, []
+        for user_id, state in zip(users, states, strict=True):
+            last_applied = stream_id(state.last_id) if state.last_id else (-1, -1)
+            newest = state.last_id
+            for entry_id, event in by_user[user_id]:
+                if stream_id(entry_id) <= last_applied:
+                    continue  # applied before a crash, redelivered since
+                apply_event(state.history, event, model.schema)
+                newest, applied = entry_id.decode(), applied + 1
+                appended_ms.append(stream_id(entry_id)[0])
+            by_user[user_id] = (state.last_id, newest)
+            contexts.append(precomputed_contexts(model, state.history))
+        now = time.time()
+        vectors = self.encode(model, [s.history for s in states], contexts, now)
+        viewed = [viewed_items(state.history) for state in states]
+        viewed_codes = np.split(codes_of(model.vocabs.items, [i for items in viewed for i in items]),
+                                np.cumsum([len(items) for items in viewed])[:-1])
+        fields, row = [], 0
+        for state, user_contexts, user_id, codes in zip(states, contexts, users, viewed_codes, strict=True):
+            fields.append(state_fields(state.history, by_user[user_id][1], model.model_version, user_contexts,
+                                       vectors[row:row + len(user_contexts)], codes, int(now * 1000)))
+            row += len(user_contexts)
+        written = write_states(self.client, self.keys, users, [by_user[u][0] for u in users], fields)
+        stale = {user for user, ok in zip(users, written, strict=True) if not ok}
+        if stale:  # another worker owns these users now; it will claim the messages we leave pending
+            logger.warning("%d users moved to another worker mid-batch; leaving their messages", len(stale))
+        acks: dict[int, list[bytes]] = defaultdict(list)
+        for partition, entry_id, event in messages:
+            if event["user_id"] not in stale:
+                acks[partition].append(entry_id)
+        pipe = self.client.pipeline(transaction=False)
+        for partition, entry_ids in acks.items():
+            pipe.xack(self.keys.stream(partition), self.keys.group, *entry_ids)
+        pipe.execute()
+        done_ms = time.time() * 1000
+        for millis in appended_ms:
+            metrics.FRESHNESS_SECONDS.observe(max(done_ms - millis, 0.0) / 1000)
+        metrics.USERS_ENCODED.inc(len(users) - len(stale))
+        metrics.EVENTS_APPLIED.inc(applied)
+
+    def encode(self, model: ServingModel, histories: list[dict],
+               contexts: list[list[tuple[str | None, str | None]]], now: float) -> np.ndarray:
+        """Every (user, context) row, in encoder batches of at most the buffers' size."""
+        rows = [(history, pair) for history, pairs in zip(histories, contexts, strict=True) for pair in pairs]
+        chunk = 256
+        vectors = []
+        for start in range(0, len(rows), chunk):
+            part = rows[start:start + chunk]
+            metrics.ENCODER_BATCH.observe(len(part))
+            vectors.append(model.encode([history for history, _ in part], [pair[0] for _, pair in part],
+                                        [pair[1] for _, pair in part], np.full(len(part), int(now), dtype=np.int64),
+                                        reuse_buffers=True))
+        return np.concatenate(vectors) if vectors else np.zeros((0, model.encoder.dim), np.float32)
+
+    # -- housekeeping -------------------------------------------------------------------------------------------
+    def housekeeping(self) -> None:
+        """Publish the backlog and trim acknowledged entries off the owned partitions."""
+        metrics.STREAM_LAG.set(stream_backlog(self.client, self.keys))
+        for partition in self.owned:
+            stream = self.keys.stream(partition)
+            pending = self.client.xpending(stream, self.keys.group)
+            if pending["pending"]:
+                floor = pending["min"]
+            else:
+                group = next((g for g in self.client.xinfo_groups(stream)
+                              if g["name"].decode() == self.keys.group), None)
+                floor = group["last-delivered-id"] if group else None
+            if floor:
+                self.client.xtrim(stream, minid=floor, approximate=True)

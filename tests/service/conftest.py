@@ -1,0 +1,106 @@
+"""A live service for integration tests: a real redis-server, real onnxruntime and FAISS, uvicorn on loopback."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+import uvicorn
+
+from service.app import create_app
+from service.ingest import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from service.settings import Settings
+
+SECRET = "test-webhook-secret"
+
+
+@pytest.fixture(scope="session")
+def service_artifacts(tmp_path_factory: pytest.TempPathFactory, small_world):
+    """A TBGRecall model trained long enough to read contexts (search:<word> -> that category), exported."""
+    from model_export.export import export_run
+    from tests.conftest import train_tiny_run
+
+    directory, _ = small_world
+    root = tmp_path_factory.mktemp("service_model")
+    run = train_tiny_run(directory, root / "run", epochs=6)
+    export_run(run, root / "artifacts")
+    return root / "artifacts"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class LiveService:
+    """uvicorn serving `create_app(settings)` in a thread; `stop()` runs the lifespan's shutdown."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=self.port,
+                                                    log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> LiveService:
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the service did not start")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+    @property
+    def app(self):
+        return self.server.config.app
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30)
+
+
+def post_events(client: httpx.Client, events: list[dict], secret: str = SECRET,
+                timestamp: int | None = None) -> httpx.Response:
+    body = orjson.dumps({"events": events})
+    sent_at = str(timestamp if timestamp is not None else int(time.time()))
+    return client.post("/v1/events", content=body, headers={
+        "content-type": "application/json", TIMESTAMP_HEADER: sent_at, SIGNATURE_HEADER: sign(secret, sent_at, body)})
+
+
+def wait_until(predicate, timeout_s: float = 30.0, every_s: float = 0.05):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every_s)
+    raise AssertionError("condition not met in time")
+
+
+def service_settings(directory: Path, **overrides) -> Settings:
+    values = {"redis_url": None, "data_dir": directory / "var", "index_root": directory / "index",
+              "webhook_secret": SECRET, "stream_partitions": 4, "worker_lease_ms": 1500, "index_poll_s": 0.2,
+              **overrides}
+    return Settings(**values)
+
+
+@pytest.fixture
+def live_service(tmp_path, service_artifacts):
+    """An embedded service (private Redis + worker in process) over a freshly published index."""
+    from index_builder.build import build_and_publish
+
+    build_and_publish(service_artifacts, tmp_path / "index")
+    service = LiveService(service_settings(tmp_path)).start()
+    yield service
+    service.stop()

@@ -1,0 +1,226 @@
+"""The service end to end: signed webhook -> Redis Streams -> near-line worker -> /v1/recall, on a real
+redis-server, real onnxruntime and a real FAISS index, served by uvicorn on loopback."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+
+from tests.service.conftest import SECRET, post_events, wait_until
+
+
+def user_events(small_world, user_id: int, limit: int | None = None) -> list[dict]:
+    directory, _ = small_world
+    events = pd.read_parquet(directory / "events.parquet")
+    rows = events[events.user_id == user_id].head(limit) if limit else events[events.user_id == user_id]
+    return [{"event_id": int(r.event_id), "user_id": int(r.user_id), "session_id": int(r.session_id),
+             "timestamp": int(r.timestamp), "item_id": int(r.item_id), "action": str(r.action),
+             "context": str(r.context), "scenario": str(r.scenario)} for r in rows.itertuples()]
+
+
+def recall(client, **request) -> dict:
+    response = client.post("/v1/recall", json=request)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def wait_for_vectors(client, user_id) -> dict:
+    return wait_until(lambda: (answer := recall(client, user_id=user_id, k=10))["vector_source"] == "precomputed"
+                      and answer)
+
+
+def stream_lengths(live_service) -> int:
+    services = live_service.app.state.services
+    return sum(services.client.xlen(stream) for stream in services.keys.all_streams())
+
+
+def test_ingest_then_recall_matches_the_trained_model(live_service, small_world, service_artifacts):
+    """The service's answer for a replayed user is what the torch model recommends from the same history."""
+    from training.contract import load_events
+    from training.recommender import EncoderRecommender
+    from training.run_dir import load_run
+
+    directory, _ = small_world
+    events = user_events(small_world, user_id=7)
+    with live_service.client() as client:
+        assert post_events(client, events).json() == {"accepted": len(events), "duplicates": 0}
+        answer = wait_for_vectors(client, 7)
+        context = events[-1]["context"]
+        served = recall(client, user_id=7, context=context, k=10, filter_viewed=False)
+    run = load_run(service_artifacts.parent / "run")
+    log = load_events(directory / "events.parquet", directory / "items.parquet", vocabs=run.vocabs,
+                      grow_vocabs=False)
+    log = log.take(log.user == run.vocabs.users.code_of(7))
+    vector = EncoderRecommender(run.model, log).user_vectors(
+        np.array([run.vocabs.users.code_of(7)]), np.array([run.vocabs.contexts.code_of(context)]),
+        np.array([run.vocabs.scenarios.code_of(events[-1]["scenario"])]), np.array([int(time.time())]))[0]
+    scores = run.model.item_vectors().detach().numpy() @ vector
+    scores[0] = -np.inf
+    expected = run.vocabs.items.decode(np.argsort(-scores)[:10]).tolist()
+    got = [item["item_id"] for item in served["items"]]
+    assert len(set(got) & set(expected)) >= 9, (got, expected)
+    assert answer["model_version"] == served["model_version"] and answer["fallback"] is None
+
+
+def test_the_request_context_drives_the_candidates(live_service, small_world):
+    directory, _ = small_world
+    items = pd.read_parquet(directory / "items.parquet")
+    category_of = dict(zip(items.item_id.tolist(), items.category.astype(str).tolist(), strict=True))
+    words = items.category.astype(str).value_counts().index[:2].tolist()
+    with live_service.client() as client:
+        post_events(client, user_events(small_world, user_id=11))
+        wait_for_vectors(client, 11)
+        answers = {word: recall(client, user_id=11, context=f"search:{word}", k=20) for word in words}
+
+    def share(word: str, answer: dict) -> float:
+        return float(np.mean([category_of[item["item_id"]] == word for item in answer["items"]]))
+
+    first, second = words
+    # Searching for a category brings that category up, well above what the other search gives it.
+    assert share(first, answers[first]) >= share(first, answers[second]) + 0.2
+    assert share(second, answers[second]) >= share(second, answers[first]) + 0.2
+
+
+def test_filter_viewed_and_exclusions(live_service, small_world):
+    events = user_events(small_world, user_id=21)
+    viewed = {event["item_id"] for event in events}
+    with live_service.client() as client:
+        post_events(client, events)
+        wait_for_vectors(client, 21)
+        unfiltered = [i["item_id"] for i in recall(client, user_id=21, k=100, filter_viewed=False)["items"]]
+        filtered = recall(client, user_id=21, k=100)["items"]
+        excluded = recall(client, user_id=21, k=100, exclude_item_ids=unfiltered[:5], filter_viewed=False)["items"]
+    assert viewed & set(unfiltered), "the test needs a user whose own items rank high"
+    assert len(filtered) == 100 and not viewed & {item["item_id"] for item in filtered}
+    assert not set(unfiltered[:5]) & {item["item_id"] for item in excluded} and len(excluded) == 100
+
+
+def test_category_filter_returns_only_those_categories(live_service, small_world):
+    directory, _ = small_world
+    items = pd.read_parquet(directory / "items.parquet")
+    category_of = dict(zip(items.item_id.tolist(), items.category.astype(str).tolist(), strict=True))
+    wanted = items.category.astype(str).value_counts().index[-1]
+    with live_service.client() as client:
+        answer = recall(client, user_id=3, k=15, categories=[wanted])
+    assert answer["items"] and {category_of[item["item_id"]] for item in answer["items"]} == {wanted}
+
+
+def test_duplicate_events_are_not_counted_twice(live_service, small_world):
+    from service.user_state import read_state
+
+    events = user_events(small_world, user_id=5, limit=40)
+    with live_service.client() as client:
+        assert post_events(client, events).json() == {"accepted": 40, "duplicates": 0}
+        assert post_events(client, events[:10] + events[:10]).json() == {"accepted": 0, "duplicates": 20}
+        # Without event ids, the event itself is the key: a redelivered batch is still a no-op.
+        anonymous = [{k: v for k, v in event.items() if k != "event_id"} | {"user_id": 99_001} for event in events]
+        distinct = len({tuple(sorted(event.items())) for event in anonymous})
+        assert post_events(client, anonymous).json() == {"accepted": distinct, "duplicates": 40 - distinct}
+        assert post_events(client, anonymous).json() == {"accepted": 0, "duplicates": 40}
+        wait_for_vectors(client, 5)
+    services = live_service.app.state.services
+    state = read_state(services.client, services.keys, "5", services.holder.current.encoder.dim)
+    stored = [(session["id"], pair[0]) for session in state.history["sessions"] for pair in session["items"]]
+    expected = list(dict.fromkeys((str(e["session_id"]), str(e["item_id"])) for e in events))
+    assert sorted(stored) == sorted(expected)
+
+
+def test_bad_signature_gets_401_and_bad_payload_422_with_nothing_written(live_service, small_world):
+    events = user_events(small_world, user_id=9, limit=5)
+    with live_service.client() as client:
+        assert post_events(client, events, secret="wrong").status_code == 401
+        assert post_events(client, events, timestamp=int(time.time()) - 3600).status_code == 401  # a replay
+        unsigned = client.post("/v1/events", json={"events": events})
+        assert unsigned.status_code == 401 and "header" in unsigned.json()["detail"]
+        bad = [*events[:4], {**events[4], "action": "teleport"}]
+        response = post_events(client, bad)
+        assert response.status_code == 422
+        assert response.json()["detail"][0]["loc"] == ["events", 4, "action"]
+        future = post_events(client, [{**events[0], "timestamp": time.time() + 10 * 86_400}])
+        assert future.status_code == 422 and future.json()["detail"][0]["loc"] == ["events", 0, "timestamp"]
+        assert client.post("/v1/recall", json={"user_id": 9, "k": 5000}).json()["detail"][0]["loc"] == ["body", "k"]
+    assert stream_lengths(live_service) == 0
+
+
+def test_cold_user_and_unknown_context(live_service):
+    with live_service.client() as client:
+        cold = recall(client, user_id="never-seen", context="no-such-context", k=10)
+        default = recall(client, user_id="never-seen", k=10)
+    assert cold["fallback"] == "cold_user" and cold["vector_source"] == "cold" and len(cold["items"]) == 10
+    assert [i["item_id"] for i in cold["items"]] == [i["item_id"] for i in default["items"]]
+
+
+def test_hot_swap_under_concurrent_requests_serves_every_request(live_service, small_world, tiny_artifacts):
+    """Publishing a new index (of another model) while requests run: none fails, and afterwards the answers
+    come from the new pair, re-encoding vectors the old model stored."""
+    from index_builder.build import build_and_publish
+
+    _, other_artifacts = tiny_artifacts
+    with live_service.client() as client:
+        post_events(client, user_events(small_world, user_id=13))
+        before = wait_for_vectors(client, 13)
+    statuses, stop = [], threading.Event()
+
+    def hammer():
+        with live_service.client() as client:
+            while not stop.is_set():
+                response = client.post("/v1/recall", json={"user_id": 13, "k": 50})
+                statuses.append((response.status_code, response.json().get("index_version")))
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)
+    report = build_and_publish(other_artifacts, live_service.settings.index_root)
+    wait_until(lambda: statuses and statuses[-1][1] == report.version, timeout_s=30)
+    time.sleep(0.3)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert {status for status, _ in statuses} == {200}
+    assert {version for _, version in statuses} == {before["index_version"], report.version}
+    with live_service.client() as client:
+        after = recall(client, user_id=13, k=10)
+    assert after["model_version"] == report.manifest["model_version"] != before["model_version"]
+    assert after["fallback"] in ("reencoded_stale_vector", None)
+
+
+def test_health_readiness_metrics_and_api_key(tmp_path, service_artifacts):
+    from index_builder.build import build_and_publish
+    from tests.service.conftest import LiveService, service_settings
+
+    service = LiveService(service_settings(tmp_path, api_key="k3y")).start()
+    try:
+        with service.client() as client:
+            assert client.get("/healthz").status_code == 200
+            not_ready = client.get("/readyz")
+            assert not_ready.status_code == 503 and not_ready.json()["redis"] is True
+            assert client.post("/v1/recall", json={"user_id": 1}, headers={"X-API-Key": "k3y"}).status_code == 503
+            build_and_publish(service_artifacts, tmp_path / "index")
+            ready = wait_until(lambda: (r := client.get("/readyz")).status_code == 200 and r.json())
+            assert ready["model_version"] and ready["index_version"] and ready["embedded"]
+            assert client.post("/v1/recall", json={"user_id": 1}).status_code == 401
+            assert client.post("/v1/recall", json={"user_id": 1}, headers={"X-API-Key": "k3y"}).status_code == 200
+            exposed = client.get("/metrics").text
+    finally:
+        service.stop()
+    for name in ("recall_request_seconds", "recall_candidates_served_total", "stream_backlog_events",
+                 "worker_encoder_batch_size", "worker_freshness_seconds"):
+        assert name in exposed
+
+
+def test_webhook_without_a_secret_is_disabled(tmp_path, service_artifacts):
+    from index_builder.build import build_and_publish
+    from tests.service.conftest import LiveService, service_settings
+
+    build_and_publish(service_artifacts, tmp_path / "index")
+    service = LiveService(service_settings(tmp_path, webhook_secret=None)).start()
+    try:
+        with service.client() as client:
+            response = post_events(client, [{"user_id": 1, "item_id": 2}], secret=SECRET)
+    finally:
+        service.stop()
+    assert response.status_code == 503 and "RECALL_WEBHOOK_SECRET" in response.json()["detail"]
