@@ -37,8 +37,11 @@ class Services:
 
 
 def connect_redis(url: str, timeout_s: float = 30.0) -> redis.Redis:
-    """A client whose server answered PING, retrying with backoff; a clear error when it never does."""
-    client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30)
+    """A client whose server answered PING, retrying with backoff; a clear error when it never does.
+
+    Timeouts are short because /v1/recall reads Redis on the event loop: a dead server must cost a request one
+    second at most (it then answers from a declared fallback), not stall the loop."""
+    client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1, health_check_interval=30)
     delay, deadline = 0.1, time.monotonic() + timeout_s
     while True:
         try:
@@ -100,5 +103,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     return request.app.state.services

@@ -4,11 +4,14 @@ Design (DESIGN.md section 2, option a): the worker precomputes each user's vecto
 context whenever their history changes. A request for one of those reads the vector (one Redis round trip); a
 request for another context encodes online, with the same ONNX graph, from the history stored beside it. Both
 paths use the pair (encoder, index) of one model version; a vector stored by another version is re-encoded.
+
+The steps are separate so the handler can run the one slow step, online encoding, off the event loop.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import redis
@@ -22,9 +25,20 @@ from service.serving_model import ServingModel
 from service.user_state import UserState, read_state
 
 
-def recall(model: ServingModel, client: redis.Redis, keys: Keys, request: RecallRequest) -> RecallResponse:
-    now = time.time()
-    fallback = None
+@dataclass
+class RecallPlan:
+    request: RecallRequest
+    state: UserState
+    context: str | None  # as the model reads it: None is the default
+    scenario: str | None
+    vector: np.ndarray | None  # the precomputed vector, when there is one for this context
+    fallback: str | None
+    received_at: float
+
+
+def plan_recall(model: ServingModel, client: redis.Redis, keys: Keys, request: RecallRequest) -> RecallPlan:
+    """Read the user's state (one round trip) and pick the precomputed vector when it fits the request."""
+    now, fallback = time.time(), None
     try:
         state = read_state(client, keys, str(request.user_id), model.encoder.dim)
     except redis.RedisError:  # degrade to a context-only answer rather than fail the request
@@ -33,15 +47,22 @@ def recall(model: ServingModel, client: redis.Redis, keys: Keys, request: Recall
     context = model.known("contexts", request.context if request.context is not None else last_ctx)
     scenario = model.known("scenarios", request.scenario if request.scenario is not None else last_scenario)
     vector = state.vector_for(context, scenario, model.model_version)
-    if vector is not None:
-        source = "precomputed"
-    else:
-        source = "online" if state.history["sessions"] else "cold"
-        if source == "cold":
-            fallback = fallback or "cold_user"
-        elif state.model_version not in (None, model.model_version):
-            fallback = "reencoded_stale_vector"
-        vector = model.encode([state.history], [context], [scenario], np.array([int(now)]))[0]
+    if vector is None and not state.history["sessions"]:
+        fallback = fallback or "cold_user"
+    elif vector is None and state.model_version not in (None, model.model_version):
+        fallback = "reencoded_stale_vector"
+    return RecallPlan(request=request, state=state, context=context, scenario=scenario, vector=vector,
+                      fallback=fallback, received_at=now)
+
+
+def encode_online(model: ServingModel, plan: RecallPlan) -> np.ndarray:
+    """The query vector from the stored history and the request's context (a few ms: run it off the loop)."""
+    return model.encode([plan.state.history], [plan.context], [plan.scenario],
+                        np.array([int(plan.received_at)]))[0]
+
+
+def answer(model: ServingModel, plan: RecallPlan, vector: np.ndarray) -> RecallResponse:
+    request, state = plan.request, plan.state
     excluded = [codes_of(model.vocabs.items, list(request.exclude_item_ids))]
     if request.filter_viewed:
         fresh_codes = state.viewed_codes is not None and state.model_version == model.model_version
@@ -50,13 +71,22 @@ def recall(model: ServingModel, client: redis.Redis, keys: Keys, request: Recall
     categories = None if request.categories is None else np.array(
         [model.small_vocab_codes["categories"].get(str(c), -1) for c in request.categories], dtype=np.int64)
     codes, scores = search(model, vector, request.k, np.concatenate(excluded).astype(np.int64), categories)
-    if fallback:
-        metrics.FALLBACKS.labels(fallback).inc()
-    age_ms = int(now * 1000) - state.updated_ms if state.updated_ms else None
+    if plan.fallback:
+        metrics.FALLBACKS.labels(plan.fallback).inc()
+    age_ms = int(plan.received_at * 1000) - state.updated_ms if state.updated_ms else None
     if age_ms is not None:
         metrics.VECTOR_AGE_SECONDS.observe(age_ms / 1000)
     metrics.CANDIDATES_SERVED.inc(len(codes))
     item_ids = model.item_id_of_code[codes].tolist()
-    return RecallResponse(items=[Candidate(item_id=i, score=float(s)) for i, s in zip(item_ids, scores, strict=True)],
-                          model_version=model.model_version, index_version=model.index_version,
-                          user_vector_age_ms=age_ms, vector_source=source, fallback=fallback)
+    source = "precomputed" if plan.vector is not None else ("online" if state.history["sessions"] else "cold")
+    # Built without re-validation: every field comes from the service itself (this is the hot path).
+    items = [Candidate.model_construct(item_id=i, score=s) for i, s in zip(item_ids, scores.tolist(), strict=True)]
+    return RecallResponse.model_construct(items=items, model_version=model.model_version,
+                                          index_version=model.index_version, user_vector_age_ms=age_ms,
+                                          vector_source=source, fallback=plan.fallback)
+
+
+def recall(model: ServingModel, client: redis.Redis, keys: Keys, request: RecallRequest) -> RecallResponse:
+    """All steps in the calling thread (the demo and the benchmarks' in-process baseline)."""
+    plan = plan_recall(model, client, keys, request)
+    return answer(model, plan, plan.vector if plan.vector is not None else encode_online(model, plan))

@@ -21,7 +21,7 @@ from service.ingest import (
     normalise,
     signature_problem,
 )
-from service.recall import recall
+from service.recall import answer, encode_online, plan_recall
 from service.schemas import Readiness, RecallRequest, RecallResponse
 from service.serving_model import ServingModel
 from service.streams import append_events
@@ -30,24 +30,33 @@ router = APIRouter()
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def serving_model(services: ServicesDep) -> ServingModel:
+# Dependencies that do no I/O are async: FastAPI runs sync ones in the thread pool, one hop each.
+async def serving_model(services: ServicesDep) -> ServingModel:
     model = services.holder.current
     if model is None:
         raise HTTPException(503, detail=f"no index loaded yet: {services.holder.last_error or 'none published'}")
     return model
 
 
-def require_api_key(services: ServicesDep, x_api_key: Annotated[str | None, Header()] = None) -> None:
+async def require_api_key(services: ServicesDep, x_api_key: Annotated[str | None, Header()] = None) -> None:
     expected = services.settings.api_key
     if expected is not None and x_api_key != expected.get_secret_value():
         raise HTTPException(401, detail="X-API-Key header missing or wrong")
 
 
-@router.post("/v1/recall", dependencies=[Depends(require_api_key)])
-def recall_candidates(request: RecallRequest, services: ServicesDep,
-                      model: Annotated[ServingModel, Depends(serving_model)]) -> RecallResponse:
-    with metrics.REQUEST_SECONDS.labels("recall").time():
-        return recall(model, services.client, services.keys, request)
+@router.post("/v1/recall", dependencies=[Depends(require_api_key)], response_model=RecallResponse,
+             responses={401: {}, 503: {}})
+async def recall_candidates(request: RecallRequest, services: ServicesDep,
+                            model: Annotated[ServingModel, Depends(serving_model)]) -> Response:
+    """Top-k candidates for the user in the request's context. The fast steps (a Redis read of well under a
+    millisecond, the FAISS search) run on the event loop: a thread-pool hop would cost more than they do."""
+    started = time.perf_counter()
+    plan = plan_recall(model, services.client, services.keys, request)
+    vector = plan.vector if plan.vector is not None else await run_in_threadpool(encode_online, model, plan)
+    response = answer(model, plan, vector)
+    metrics.REQUEST_SECONDS.labels("recall").observe(time.perf_counter() - started)
+    # Serialised once by pydantic's core; returning the model would validate it a second time.
+    return Response(response.model_dump_json(), media_type="application/json")
 
 
 @router.post("/v1/events", status_code=202, responses={401: {}, 413: {}, 422: {}, 429: {}, 503: {}})

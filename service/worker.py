@@ -200,10 +200,10 @@ class NearlineWorker:
         viewed = [viewed_items(state.history) for state in states]
         viewed_codes = np.split(codes_of(model.vocabs.items, [i for items in viewed for i in items]),
                                 np.cumsum([len(items) for items in viewed])[:-1])
-        fields, row = [], 0
+        fields, row, encoded_ms = [], 0, int(time.time() * 1000)
         for state, user_contexts, user_id, codes in zip(states, contexts, users, viewed_codes, strict=True):
             fields.append(state_fields(state.history, by_user[user_id][1], model.model_version, user_contexts,
-                                       vectors[row:row + len(user_contexts)], codes, int(now * 1000)))
+                                       vectors[row:row + len(user_contexts)], codes, encoded_ms))
             row += len(user_contexts)
         written = write_states(self.client, self.keys, users, [by_user[u][0] for u in users], fields)
         stale = {user for user, ok in zip(users, written, strict=True) if not ok}

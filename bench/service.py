@@ -1,0 +1,290 @@
+"""The service under load on loopback: /v1/recall latency and throughput next to the raw FAISS search,
+freshness from webhook to user vector, and the worker's re-encoding throughput.
+
+    python bench/service.py [--sizes 100000,1000000] [--seconds 30] [--quick] [--json PATH]
+
+`--quick`: 1M items, 10-second windows (a few minutes, the catalogue cached under bench/.cache/service).
+The service runs as `recall serve` on its embedded default (private redis-server, worker in process, one
+uvicorn worker); the load generator runs in this process. Prints one table per catalogue, writes
+bench/results/service.json and a latency plot bench/results/service.png.
+Targets (issue 5), 1M items: p99 <= 20 ms at 300 requests/s offered, >= 500 requests/s at saturation, service
+overhead <= 2 ms at p50 over the raw search, freshness p99 <= 250 ms at 1,000 events/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import faiss
+import httpx
+import numpy as np
+import orjson
+import redis
+from rich.table import Table
+
+from bench.catalogue import CONTEXTS, build_catalogue
+from bench.loadgen import LoadResult, closed_loop, open_loop
+from cli.console import make_console
+from index_builder.versions import open_version
+from service.ingest import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from service.keys import Keys
+from service.streams import stream_backlog
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SECRET, K, N_USERS, EVENTS_PER_USER = "bench-secret", 100, 2000, 40
+OFFERED_RPS, CONCURRENCY, FRESHNESS_RATES = 300, 32, (200, 1000)
+
+
+class Service:
+    """`recall serve` in a child process on its embedded default."""
+
+    def __init__(self, index_root: Path, directory: Path, port: int = 8765):
+        self.url, self.directory = f"http://127.0.0.1:{port}", directory
+        env = {**os.environ, "RECALL_INDEX_ROOT": str(index_root), "RECALL_DATA_DIR": str(directory),
+               "RECALL_WEBHOOK_SECRET": SECRET, "RECALL_MAX_STREAM_LAG": "10000000"}
+        env.pop("REDIS_URL", None)
+        self.log = (directory / "serve.log").open("wb")  # the child writes it until stop()
+        self.process = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--port", str(port)], env=env,
+                                        stdout=subprocess.DEVNULL, stderr=self.log)
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                if httpx.get(f"{self.url}/readyz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the service did not start; see {directory / 'serve.log'}")
+            time.sleep(0.2)
+        self.redis = redis.Redis(unix_socket_path=str(directory / "redis" / "redis.sock"))
+        self.keys = Keys("nr", 8)
+
+    def counter(self, name: str) -> float:
+        for line in httpx.get(f"{self.url}/metrics").text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        return 0.0
+
+    def wait_drained(self, timeout_s: float = 600) -> float:
+        started = time.perf_counter()
+        while stream_backlog(self.redis, self.keys) > 0:
+            if time.perf_counter() - started > timeout_s:
+                raise RuntimeError("the worker did not drain the streams in time")
+            time.sleep(0.02)
+        return time.perf_counter() - started
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGINT)
+        self.process.wait(timeout=60)
+        self.log.close()
+
+
+def signed_post(client: httpx.Client, events: list[dict]) -> None:
+    body = orjson.dumps({"events": events})
+    sent_at = str(int(time.time()))
+    response = client.post("/v1/events", content=body, headers={"content-type": "application/json",
+                           TIMESTAMP_HEADER: sent_at, SIGNATURE_HEADER: sign(SECRET, sent_at, body)})
+    response.raise_for_status()
+
+
+def seed_users(service: Service, n_items: int, rng: np.random.Generator) -> dict:
+    """N_USERS histories posted at once: the worker's re-encoding throughput on a burst."""
+    now = int(time.time())
+    events = [{"user_id": f"user-{u}", "item_id": int(rng.integers(1, n_items + 1)), "timestamp": now - 3600 * 24
+               + 600 * n, "context": CONTEXTS[(u + n // 8) % len(CONTEXTS)], "event_id": f"seed-{u}-{n}"}
+              for n in range(EVENTS_PER_USER) for u in range(N_USERS)]
+    encoded_before = service.counter("worker_users_encoded_total")
+    started = time.perf_counter()
+    with httpx.Client(base_url=service.url, timeout=60) as client:
+        for start in range(0, len(events), 1000):
+            signed_post(client, events[start:start + 1000])
+    seconds = time.perf_counter() - started + service.wait_drained()
+    encoded = service.counter("worker_users_encoded_total") - encoded_before
+    return {"events": len(events), "seconds": seconds, "events_per_s": len(events) / seconds,
+            "users_encoded_per_s": encoded / seconds}
+
+
+def raw_search(index_root: Path, service: Service, n_queries: int = 2000) -> LoadResult:
+    """The same search, in process, one thread, on the users' stored vectors: the floor under /recall."""
+    faiss.omp_set_num_threads(1)
+    loaded = open_version(index_root)
+    pipe = service.redis.pipeline(transaction=False)
+    for u in range(n_queries):
+        pipe.hget(service.keys.user(f"user-{u % N_USERS}"), "vectors")
+    queries = np.stack([np.frombuffer(raw, np.float32)[:loaded.index.d] for raw in pipe.execute()])
+    result = LoadResult()
+    started = time.perf_counter()
+    for query in queries:
+        began = time.perf_counter()
+        loaded.index.search(query.reshape(1, -1), K)
+        result.latencies_ms.append((time.perf_counter() - began) * 1000)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def recall_request(n: int) -> dict:
+    return {"user_id": f"user-{(n * 7919) % N_USERS}", "k": K}
+
+
+def online_latency(service: Service, n: int = 300) -> LoadResult:
+    """Requests in a context the worker did not precompute: encoded online from the stored history."""
+    result = LoadResult()
+    with httpx.Client(base_url=service.url, timeout=30) as client:
+        for i in range(n):
+            began = time.perf_counter()
+            response = client.post("/v1/recall", json={"user_id": f"user-{i % N_USERS}", "k": K,
+                                                       "context": CONTEXTS[(i * 31 + 7) % len(CONTEXTS)]})
+            if response.status_code == 200 and response.json()["vector_source"] == "online":
+                result.latencies_ms.append((time.perf_counter() - began) * 1000)
+    return result
+
+
+async def offer_events(service: Service, rate: int, seconds: float, n_items: int, tag: str) -> dict[str, float]:
+    """`rate` events/s in batches every 50 ms; each batch carries one probe event of a new user. Returns each
+    probe user's send time (ms)."""
+    rng, sent, batch_size = np.random.default_rng(rate), {}, max(rate // 20, 1)
+    async with httpx.AsyncClient(base_url=service.url, timeout=30) as client:
+        start = time.perf_counter()
+        for n in range(int(seconds * 20)):
+            delay = start + n / 20 - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            probe = f"probe-{tag}-{n}"
+            events = [{"user_id": probe, "item_id": int(rng.integers(1, n_items + 1))}] + [
+                {"user_id": f"user-{int(rng.integers(N_USERS))}", "item_id": int(rng.integers(1, n_items + 1))}
+                for _ in range(batch_size - 1)]
+            body = orjson.dumps({"events": events})
+            sent_at = str(int(time.time()))
+            sent[probe] = time.time() * 1000
+            response = await client.post("/v1/events", content=body, headers={
+                "content-type": "application/json", TIMESTAMP_HEADER: sent_at,
+                SIGNATURE_HEADER: sign(SECRET, sent_at, body)})
+            response.raise_for_status()
+        elapsed = time.perf_counter() - start
+    return {"sent": sent, "events_per_s": int(seconds * 20) * batch_size / elapsed}
+
+
+def freshness(service: Service, rate: int, seconds: float, n_items: int, tag: str) -> dict:
+    offered = asyncio.run(offer_events(service, rate, seconds, n_items, tag))
+    service.wait_drained()
+    pipe = service.redis.pipeline(transaction=False)
+    for probe in offered["sent"]:
+        pipe.hget(service.keys.user(probe), "updated_ms")
+    written = pipe.execute()
+    delays = [int(updated) - sent for updated, sent in zip(written, offered["sent"].values(), strict=True)
+              if updated is not None]
+    return {"rate": rate, "events_per_s": offered["events_per_s"], "probes": len(offered["sent"]),
+            "lost": sum(updated is None for updated in written),
+            "p50_ms": float(np.percentile(delays, 50)), "p99_ms": float(np.percentile(delays, 99))}
+
+
+def bench_size(n_items: int, seconds: float, console) -> dict:
+    with console.status(f"catalogue of {n_items:,} items (export + index, cached)"):
+        _, index_root = build_catalogue(n_items)
+    with tempfile.TemporaryDirectory() as directory:
+        with console.status("starting `recall serve`"):
+            service = Service(index_root, Path(directory))
+        try:
+            with console.status(f"seeding {N_USERS} users x {EVENTS_PER_USER} events"):
+                seeded = seed_users(service, n_items, np.random.default_rng(1))
+            raw = raw_search(index_root, service)
+            with console.status(f"/v1/recall at {OFFERED_RPS} requests/s for {seconds:.0f} s"):
+                offered = asyncio.run(open_loop(service.url, recall_request, OFFERED_RPS, seconds))
+            with console.status(f"/v1/recall saturation, {CONCURRENCY} clients"):
+                saturated = asyncio.run(closed_loop(service.url, recall_request, CONCURRENCY, seconds))
+            online = online_latency(service)
+            fresh = []
+            for rate in FRESHNESS_RATES:
+                with console.status(f"freshness at {rate} events/s for {seconds:.0f} s"):
+                    fresh.append(freshness(service, rate, seconds, n_items, f"{n_items}-{rate}"))
+        finally:
+            service.stop()
+    return {"items": n_items, "seed": seeded, "raw_search_p50_ms": raw.percentile(50),
+            "raw_search_p99_ms": raw.percentile(99), "recall_p50_ms": offered.percentile(50),
+            "recall_p99_ms": offered.percentile(99), "offered_rps": OFFERED_RPS, "achieved_rps": offered.rps,
+            "errors": offered.errors + saturated.errors, "max_rps": saturated.rps,
+            "saturated_p99_ms": saturated.percentile(99), "online_p50_ms": online.percentile(50),
+            "online_p99_ms": online.percentile(99), "freshness": fresh,
+            "latencies_ms": {"recall": offered.latencies_ms, "raw": raw.latencies_ms, "online": online.latencies_ms}}
+
+
+def print_table(console, results: list[dict]) -> None:
+    table = Table(title="/v1/recall on loopback, one uvicorn worker, embedded Redis + worker (ms)")
+    for column in ("items", "raw p50", "raw p99", f"recall p50 @{OFFERED_RPS}/s", f"recall p99 @{OFFERED_RPS}/s",
+                   "overhead p50", "max req/s", "online-context p50", "errors"):
+        table.add_column(column, justify="right")
+    for r in results:
+        table.add_row(f"{r['items']:,}", f"{r['raw_search_p50_ms']:.2f}", f"{r['raw_search_p99_ms']:.2f}",
+                      f"{r['recall_p50_ms']:.2f}", f"{r['recall_p99_ms']:.2f}",
+                      f"{r['recall_p50_ms'] - r['raw_search_p50_ms']:.2f}", f"{r['max_rps']:.0f}",
+                      f"{r['online_p50_ms']:.2f}", str(r["errors"]))
+    console.print(table)
+    table = Table(title="Freshness: webhook request sent -> user vector written (ms); worker burst throughput")
+    for column in ("items", "offered events/s", "achieved", "p50", "p99", "lost", "burst users/s"):
+        table.add_column(column, justify="right")
+    for r in results:
+        for f in r["freshness"]:
+            table.add_row(f"{r['items']:,}", str(f["rate"]), f"{f['events_per_s']:.0f}", f"{f['p50_ms']:.0f}",
+                          f"{f['p99_ms']:.0f}", str(f["lost"]), f"{r['seed']['users_encoded_per_s']:.0f}")
+    console.print(table)
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4), squeeze=False)
+    for axis, r in zip(axes[0], results, strict=True):
+        for label, values in (("raw FAISS search", r["latencies_ms"]["raw"]),
+                              (f"/v1/recall @{OFFERED_RPS} req/s", r["latencies_ms"]["recall"]),
+                              ("/v1/recall, online context", r["latencies_ms"]["online"])):
+            if values:
+                ordered = np.sort(values)
+                axis.plot(ordered, np.linspace(0, 1, len(ordered)), label=label)
+        axis.set(xscale="log", xlabel="latency (ms)", ylabel="share of requests", title=f"{r['items']:,} items")
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="100000,1000000")
+    parser.add_argument("--seconds", type=float, default=30.0, help="length of each load window")
+    parser.add_argument("--quick", action="store_true", help="1M items, 10-second windows")
+    parser.add_argument("--json", type=Path, help="also write the headline figures of the largest catalogue here")
+    args = parser.parse_args()
+    sizes, seconds = ([1_000_000], 10.0) if args.quick else ([int(s) for s in args.sizes.split(",")], args.seconds)
+    console = make_console()
+    results = [bench_size(n, seconds, console) for n in sizes]
+    print_table(console, results)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "service.json").write_text(json.dumps(results))
+    plot(results, RESULTS / "service.png")
+    largest, at_1000 = results[-1], results[-1]["freshness"][-1]
+    headline = {key: largest[key] for key in ("items", "recall_p50_ms", "recall_p99_ms", "offered_rps", "max_rps",
+                                              "raw_search_p50_ms", "raw_search_p99_ms", "online_p50_ms", "errors")}
+    headline |= {"freshness_p50_ms": at_1000["p50_ms"], "freshness_p99_ms": at_1000["p99_ms"],
+                 "events_per_s": at_1000["events_per_s"], "events_lost": at_1000["lost"],
+                 "worker_users_per_s": largest["seed"]["users_encoded_per_s"]}
+    if args.json:
+        args.json.write_text(json.dumps(headline, indent=2))
+    console.print(headline)
+
+
+if __name__ == "__main__":
+    main()
