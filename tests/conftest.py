@@ -75,3 +75,15 @@ def tiny_artifacts(tmp_path_factory: pytest.TempPathFactory, small_world):
     run = train_tiny_run(directory, root / "run", epochs=2)
     export_run(run, root / "artifacts")
     return run, root / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def service_artifacts(tmp_path_factory: pytest.TempPathFactory, small_world):
+    """A TBGRecall model trained long enough to read contexts (search:<word> -> that category), exported."""
+    from model_export.export import export_run
+
+    directory, _ = small_world
+    root = tmp_path_factory.mktemp("service_model")
+    run = train_tiny_run(directory, root / "run", epochs=6)
+    export_run(run, root / "artifacts")
+    return root / "artifacts"

@@ -19,19 +19,6 @@ from service.settings import Settings
 SECRET = "test-webhook-secret"
 
 
-@pytest.fixture(scope="session")
-def service_artifacts(tmp_path_factory: pytest.TempPathFactory, small_world):
-    """A TBGRecall model trained long enough to read contexts (search:<word> -> that category), exported."""
-    from model_export.export import export_run
-    from tests.conftest import train_tiny_run
-
-    directory, _ = small_world
-    root = tmp_path_factory.mktemp("service_model")
-    run = train_tiny_run(directory, root / "run", epochs=6)
-    export_run(run, root / "artifacts")
-    return root / "artifacts"
-
-
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
