@@ -29,11 +29,11 @@ SCHEMA = FeatureSchema(max_len=MAX_LEN, max_items_per_session=32, session_gap_s=
 
 
 def synthetic_history(rng: np.random.Generator, n_items: int, n_events: int, start: int) -> dict:
-    """A plausible user: a few sessions of clicks around one centre, each under a context."""
+    """A plausible user: daily sessions of 8 clicks around one centre, each session under a context."""
     history, centre = new_history(), int(rng.integers(N_CENTRES))
     for n in range(n_events):
         item = int(centre + N_CENTRES * rng.integers(max(n_items // N_CENTRES, 1))) % n_items + 1
-        apply_event(history, {"item_id": str(item), "timestamp": start + 600 * n, "action": 1,
+        apply_event(history, {"item_id": str(item), "timestamp": start + 86_400 * (n // 8) + 60 * n, "action": 1,
                               "context": CONTEXTS[(centre + n // 8) % len(CONTEXTS)],
                               "scenario": SCENARIOS[n % 3], "session_id": None}, SCHEMA)
     return history

@@ -141,5 +141,4 @@ def codes_of(vocab, ids: list) -> np.ndarray:
     """Codes of original ids in `vocab` (any of them); 0 for ids it does not know."""
     if not ids:
         return np.zeros(0, dtype=np.int64)
-    values = np.asarray(["" if value is None else str(value) for value in ids], dtype=object)
-    return vocab.encode(values, grow=False).astype(np.int64)
+    return vocab.lookup(np.asarray(["" if value is None else str(value) for value in ids], dtype=object))

@@ -50,6 +50,11 @@ class Vocabulary:
         codes_of_uniques[codes_of_uniques < 0] = 0
         return np.where(row_to_unique >= 0, codes_of_uniques[row_to_unique], 0).astype(np.int32)
 
+    def lookup(self, texts: np.ndarray) -> np.ndarray:
+        """(n,) int64 codes of ids already in text form, 0 for unknown ones: the serving path, which must not
+        pay for `encode`'s type inference on every request."""
+        return np.maximum(self._lookup().get_indexer(texts), 0).astype(np.int64)
+
     def code_of(self, original_id: object) -> int:
         """Code of one id, 0 if unknown."""
         position = self._lookup().get_indexer([str(original_id)])[0]
