@@ -38,6 +38,8 @@ def session_options(threads: int) -> ort.SessionOptions:
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle intra-op threads would spin on the cores the API's event loop and the worker need.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
