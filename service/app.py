@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -57,9 +58,11 @@ def connect_redis(url: str, timeout_s: float = 30.0) -> redis.Redis:
 
 
 def redact(url: str) -> str:
-    """The URL without its password, for logs and errors."""
+    """The URL without its password (in the authority or the query), for logs and errors."""
     scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.split('@', 1)[1]}" if "@" in rest else url
+    if "@" in rest.split("/", 1)[0]:
+        rest = "***@" + rest.split("@", 1)[1]
+    return f"{scheme}://" + re.sub(r"(password=)[^&]*", r"\1***", rest)
 
 
 @asynccontextmanager

@@ -18,15 +18,16 @@ class RedisServerError(RuntimeError):
 class EmbeddedRedis:
     """Starts redis-server with its data and socket under `directory`; `stop()` (or the context) ends it."""
 
-    def __init__(self, directory: str | Path, persistence: bool = True):
+    def __init__(self, directory: str | Path, persistence: bool = True, password: str | None = None):
         self.directory = Path(directory)
         self.socket = self.directory / "redis.sock"
         self.persistence = persistence
+        self.password = password
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"unix://{self.socket}"
+        return f"unix://{self.socket}" + (f"?password={self.password}" if self.password else "")
 
     def start(self, timeout_s: float = 10.0) -> EmbeddedRedis:
         binary = shutil.which("redis-server")
@@ -38,13 +39,15 @@ class EmbeddedRedis:
                      "--dir", str(self.directory), "--save", "60 1000" if self.persistence else "",
                      "--appendonly", "yes" if self.persistence else "no", "--daemonize", "no",
                      "--logfile", str(self.directory / "redis.log")]
+        if self.password:
+            arguments += ["--requirepass", self.password]
         self.process = subprocess.Popen(arguments, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RedisServerError(f"redis-server exited at start; see {self.directory / 'redis.log'}")
             try:
-                if redis.Redis(unix_socket_path=str(self.socket)).ping():
+                if redis.Redis(unix_socket_path=str(self.socket), password=self.password).ping():
                     return self
             except (redis.ConnectionError, FileNotFoundError):
                 time.sleep(0.05)

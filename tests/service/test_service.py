@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from tests.service.conftest import SECRET, post_events, wait_until
 
@@ -224,3 +225,39 @@ def test_webhook_without_a_secret_is_disabled(tmp_path, service_artifacts):
     finally:
         service.stop()
     assert response.status_code == 503 and "RECALL_WEBHOOK_SECRET" in response.json()["detail"]
+
+
+def test_shared_redis_with_auth_serves_api_and_separate_worker_processes(tmp_path, service_artifacts, small_world):
+    """REDIS_URL set: the API runs no worker of its own; a `recall worker` process applies the events."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from index_builder.build import build_and_publish
+    from service.redis_server import EmbeddedRedis
+    from tests.service.conftest import LiveService, service_settings
+
+    build_and_publish(service_artifacts, tmp_path / "index")
+    with EmbeddedRedis(tmp_path / "shared-redis", persistence=False, password="pa55") as server:
+        settings = service_settings(tmp_path, redis_url=server.url)
+        env = {**os.environ, "REDIS_URL": server.url, "RECALL_INDEX_ROOT": str(settings.index_root),
+               "RECALL_STREAM_PARTITIONS": "4"}
+        worker = subprocess.Popen([sys.executable, "-m", "cli.main", "worker", "--metrics-port", "0"], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        service = LiveService(settings).start()
+        try:
+            with service.client() as client:
+                assert client.get("/readyz").json()["embedded"] is False
+                post_events(client, user_events(small_world, user_id=17, limit=30))
+                answer = wait_for_vectors(client, 17)
+            assert answer["fallback"] is None and len(answer["items"]) == 10
+        finally:
+            service.stop()
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(timeout=30)
+        assert worker.returncode == 0, worker.stderr.read().decode()
+        with pytest.raises(RuntimeError, match="did not answer"):
+            from service.app import connect_redis
+
+            connect_redis(f"unix://{server.socket}?password=wrong", timeout_s=0.5)

@@ -27,3 +27,11 @@ def test_settings_come_from_the_environment(monkeypatch):
 def test_every_setting_is_in_the_readme_configuration_table():
     documented = set(re.findall(r"^\| `([A-Z_]+)` \|", README.read_text(), flags=re.MULTILINE))
     assert {env_name(field) for field in Settings.model_fields} <= documented
+
+
+def test_redis_passwords_never_reach_logs_or_errors():
+    from service.app import redact
+
+    assert redact("redis://:hunter2@cache:6379/0") == "redis://***@cache:6379/0"
+    assert redact("unix:///run/redis.sock?db=0&password=hunter2") == "unix:///run/redis.sock?db=0&password=***"
+    assert redact("rediss://cache:6380") == "rediss://cache:6380"
