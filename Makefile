@@ -3,8 +3,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RECALL := $(VENV)/bin/recall
 DEMO_DIR ?= demo_data
-USERS ?= 4000
-ITEMS ?= 2000
+# `make demo EVENTS=my/events.parquet ITEMS=my/items.parquet` runs the demo on your own data-contract files.
+DEMO_INPUT := $(if $(EVENTS),--events $(EVENTS)) $(if $(ITEMS),--items $(ITEMS))
 
 .PHONY: setup test lint demo bench clean
 
@@ -20,10 +20,7 @@ test: lint
 	$(PY) -m pytest
 
 demo: setup
-	$(RECALL) data synth --out $(DEMO_DIR) --users $(USERS) --items $(ITEMS) --seed 0
-	$(RECALL) data stats --events $(DEMO_DIR)/events.parquet --items $(DEMO_DIR)/items.parquet
-	$(RECALL) evaluate --events $(DEMO_DIR)/events.parquet --items $(DEMO_DIR)/items.parquet \
-		--protocol temporal --model popular,context-popular,oracle --world $(DEMO_DIR)/world.npz
+	$(RECALL) demo --data $(DEMO_DIR) $(DEMO_INPUT)
 
 bench: setup
 	$(PY) bench/load.py
@@ -31,6 +28,7 @@ bench: setup
 	$(PY) bench/encoder.py
 	$(PY) bench/index.py
 	$(PY) bench/quality.py
+	$(PY) bench/service.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache

@@ -9,6 +9,7 @@ import sys
 from cli import (
     artifact_commands,
     data_commands,
+    demo_command,
     evaluate_command,
     recommend_command,
     service_commands,
@@ -17,7 +18,7 @@ from cli import (
 from training.errors import DataError
 
 COMMAND_MODULES = (data_commands, train_command, recommend_command, evaluate_command, artifact_commands,
-                   service_commands)
+                   service_commands, demo_command)
 USAGE_ERROR = 2
 
 

@@ -131,8 +131,8 @@ def readyz(services: ServicesDep, response: Response) -> Readiness:
     ready = redis_ok and model is not None
     response.status_code = 200 if ready else 503
     return Readiness(ready=ready, redis=redis_ok, model_version=model.model_version if model else None,
-                     index_version=model.index_version if model else None,
-                     embedded=services.settings.embedded, problems=problems)
+                     index_version=model.index_version if model else None, embedded=services.settings.embedded,
+                     stream_backlog=services.backlog.value() if redis_ok else None, problems=problems)
 
 
 @router.get("/metrics")

@@ -52,4 +52,5 @@ class Readiness(BaseModel):
     model_version: str | None
     index_version: str | None
     embedded: bool
+    stream_backlog: int | None = Field(description="events appended but not yet applied by the workers")
     problems: list[str]

@@ -25,6 +25,7 @@ class ModelConfig:
     positions: str = "sw-rope"  # sw-rope | learned
     attention_mask: str = "session"  # session | causal
     type_towers: bool = True  # separate context/item input towers and first-block projections
+    previous_session: bool = True  # context tokens also carry the mean of the previous session's item inputs
     mask_prob: float = 0.2  # BERT4Rec: share of items masked in training
 
 

@@ -22,6 +22,17 @@ def tower(dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
 
 
+def previous_session_mean(item: torch.Tensor, token_type: torch.Tensor, session_pos: torch.Tensor) -> torch.Tensor:
+    """(B, T, d): at each context token, the mean item input of the session before it (zero elsewhere).
+
+    The previous session is known before the session starts, so the context token may carry it; it gives the
+    query a direct path to the most recent behaviour instead of one found through attention alone."""
+    takes = ((session_pos[:, :, None] - 1 == session_pos[:, None, :])  # (B, T, T): query t, key t'
+             & (token_type == ITEM_TOKEN)[:, None, :] & (token_type == CONTEXT_TOKEN)[:, :, None])
+    weights = takes.float() / takes.sum(-1, keepdim=True).clamp(min=1)
+    return weights @ item
+
+
 class TBGRecallEncoder(nn.Module):
     def __init__(self, config: ModelConfig, sizes: dict[str, int], item_tower: ItemTower):
         super().__init__()
@@ -57,6 +68,8 @@ class TBGRecallEncoder(nn.Module):
         context = shared + (self.context_embedding(f["context"]) if self.config.use_context else 0.0)
         item = shared + self.item_tower(f["item"]) + self.action_embedding(f["action"])
         is_context = (token_type == CONTEXT_TOKEN)[..., None]
+        if self.config.previous_session:
+            context = context + previous_session_mean(item, token_type, f["session_pos"])
         x = torch.where(is_context, self.context_tower(context), self.item_input_tower(item))
         if self.position_embedding is not None:
             x = x + self.position_embedding(f["session_pos"].clamp(max=self.config.max_len))

@@ -37,7 +37,7 @@ def test_serve_with_several_workers_needs_a_shared_redis():
 def test_serve_runs_embedded_and_stops_its_redis_on_exit(tmp_path, service_artifacts):
     """One command gives a working service: private redis-server, worker in process; Ctrl-C stops both."""
     from index_builder.build import build_and_publish
-    from tests.service.conftest import free_port
+    from service.server_thread import free_port
 
     build_and_publish(service_artifacts, tmp_path / "index")
     port = free_port()

@@ -2,57 +2,21 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import orjson
 import pytest
-import uvicorn
 
-from service.app import create_app
 from service.ingest import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from service.server_thread import ServerThread
 from service.settings import Settings
 
 SECRET = "test-webhook-secret"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class LiveService:
-    """uvicorn serving `create_app(settings)` in a thread; `stop()` runs the lifespan's shutdown."""
-
-    def __init__(self, settings: Settings):
-        self.settings = settings
-        self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=self.port,
-                                                    log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> LiveService:
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the service did not start")
-            time.sleep(0.05)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-
-    @property
-    def app(self):
-        return self.server.config.app
-
+class LiveService(ServerThread):
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30)
 
