@@ -62,6 +62,7 @@ VARIANTS = [
     Variant("TBGRecall no type towers", {"type_towers": False}, {}),
     Variant("TBGRecall - L_click/L_pay", {}, {"click_weight": 0.0, "pay_weight": 0.0}, needs_context=True),
     Variant("TBGRecall m=1", {"n_future_sessions": 1}, {}),
+    Variant("TBGRecall - previous session", {"previous_session": False}, {}),
 ]
 DATASET_CHOICES = {**DATASETS, "synthetic": lambda: synthetic(n_users=2000, n_items=1500)}
 

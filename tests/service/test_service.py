@@ -261,3 +261,26 @@ def test_shared_redis_with_auth_serves_api_and_separate_worker_processes(tmp_pat
             from service.app import connect_redis
 
             connect_redis(f"unix://{server.socket}?password=wrong", timeout_s=0.5)
+
+
+def test_backpressure_and_body_limits(tmp_path, service_artifacts, small_world):
+    """With the worker stopped, the backlog grows past its limit and the webhook answers 429 with Retry-After;
+    a body over the limit gets 413. Neither writes anything."""
+    from index_builder.build import build_and_publish
+    from tests.service.conftest import LiveService, service_settings
+
+    build_and_publish(service_artifacts, tmp_path / "index")
+    settings = service_settings(tmp_path, embedded_worker=False, max_stream_lag=20, max_body_bytes=20_000)
+    service = LiveService(settings).start()
+    events = user_events(small_world, user_id=19, limit=30)
+    try:
+        with service.client() as client:
+            assert post_events(client, events).json()["accepted"] == 30
+            time.sleep(1.1)  # the backlog is measured at most once a second
+            refused = post_events(client, events[:5])
+            assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+            huge = post_events(client, events * 40)
+            assert huge.status_code == 413 and "body" in huge.json()["detail"]
+        assert stream_lengths(service) == 30
+    finally:
+        service.stop()
