@@ -19,7 +19,7 @@ import redis
 from service import metrics
 from service.history import codes_of, last_context, new_history, viewed_items
 from service.keys import Keys
-from service.schemas import Candidate, RecallRequest, RecallResponse
+from service.schemas import RecallRequest
 from service.search import search
 from service.serving_model import ServingModel
 from service.user_state import UserState, read_state
@@ -61,7 +61,9 @@ def encode_online(model: ServingModel, plan: RecallPlan) -> np.ndarray:
                         np.array([int(plan.received_at)]))[0]
 
 
-def answer(model: ServingModel, plan: RecallPlan, vector: np.ndarray) -> RecallResponse:
+def answer(model: ServingModel, plan: RecallPlan, vector: np.ndarray) -> dict:
+    """The `RecallResponse` as a plain dict: building 100 pydantic objects per request would cost more than the
+    search itself (tests check every answer against the model)."""
     request, state = plan.request, plan.state
     excluded = [codes_of(model.vocabs.items, list(request.exclude_item_ids))]
     if request.filter_viewed:
@@ -79,14 +81,12 @@ def answer(model: ServingModel, plan: RecallPlan, vector: np.ndarray) -> RecallR
     metrics.CANDIDATES_SERVED.inc(len(codes))
     item_ids = model.item_id_of_code[codes].tolist()
     source = "precomputed" if plan.vector is not None else ("online" if state.history["sessions"] else "cold")
-    # Built without re-validation: every field comes from the service itself (this is the hot path).
-    items = [Candidate.model_construct(item_id=i, score=s) for i, s in zip(item_ids, scores.tolist(), strict=True)]
-    return RecallResponse.model_construct(items=items, model_version=model.model_version,
-                                          index_version=model.index_version, user_vector_age_ms=age_ms,
-                                          vector_source=source, fallback=plan.fallback)
+    return {"items": [{"item_id": i, "score": s} for i, s in zip(item_ids, scores.tolist(), strict=True)],
+            "model_version": model.model_version, "index_version": model.index_version,
+            "user_vector_age_ms": age_ms, "vector_source": source, "fallback": plan.fallback}
 
 
-def recall(model: ServingModel, client: redis.Redis, keys: Keys, request: RecallRequest) -> RecallResponse:
+def recall(model: ServingModel, client: redis.Redis, keys: Keys, request: RecallRequest) -> dict:
     """All steps in the calling thread (the demo and the benchmarks' in-process baseline)."""
     plan = plan_recall(model, client, keys, request)
     return answer(model, plan, plan.vector if plan.vector is not None else encode_online(model, plan))

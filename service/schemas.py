@@ -31,11 +31,15 @@ class RecallRequest(BaseModel):
 
 
 class Candidate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     item_id: int | str
     score: float
 
 
 class RecallResponse(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     items: list[Candidate]
     model_version: str
     index_version: str

@@ -23,8 +23,11 @@ def user_events(small_world, user_id: int, limit: int | None = None) -> list[dic
 
 
 def recall(client, **request) -> dict:
+    from service.schemas import RecallResponse
+
     response = client.post("/v1/recall", json=request)
     assert response.status_code == 200, response.text
+    RecallResponse.model_validate_json(response.content)  # every answer keeps the documented schema
     return response.json()
 
 
