@@ -56,6 +56,7 @@ VARIANTS = [
     Variant("SASRec (gBCE)", {"encoder": "sasrec"}, {"retrieval": "gbce"}),
     Variant("BERT4Rec (softmax)", {"encoder": "bert4rec"}, {"retrieval": "softmax"}),
     TBGRECALL,
+    Variant("TBGRecall (softmax)", {}, {"retrieval": "softmax"}),
     Variant("TBGRecall - context", {"use_context": False}, {}, needs_context=True),
     Variant("TBGRecall learned positions", {"positions": "learned"}, {}),
     Variant("TBGRecall causal mask", {"attention_mask": "causal"}, {}),

@@ -199,6 +199,7 @@ def bench_size(n_items: int, seconds: float, console) -> dict:
             with console.status(f"seeding {N_USERS} users x {EVENTS_PER_USER} events"):
                 seeded = seed_users(service, n_items, np.random.default_rng(1))
             raw = raw_search(index_root, service)
+            asyncio.run(closed_loop(service.url, recall_request, 8, 3.0))  # warm-up, not measured
             with console.status(f"/v1/recall at {OFFERED_RPS} requests/s for {seconds:.0f} s"):
                 offered = asyncio.run(open_loop(service.url, recall_request, OFFERED_RPS, seconds))
             with console.status(f"/v1/recall saturation, {CONCURRENCY} clients"):

@@ -178,50 +178,52 @@ class NearlineWorker:
 
     # -- applying -----------------------------------------------------------------------------------------------
     def process(self, model: ServingModel, messages: list[tuple[int, bytes, dict]]) -> None:
-        by_user: dict[str, list[tuple[bytes, dict]]] = defaultdict(list)
+        """Apply a batch: each touched user's history updated, re-encoded and written, then acknowledged."""
+        events_of: dict[str, list[tuple[bytes, dict]]] = defaultdict(list)
         for _, entry_id, event in sorted(messages, key=lambda message: stream_id(message[1])):
-            by_user[event["user_id"]].append((entry_id, event))
-        users = list(by_user)
+            events_of[event["user_id"]].append((entry_id, event))
+        users = list(events_of)
         states = read_histories(self.client, self.keys, users)
-        contexts, applied, appended_ms = [], 0, []
+        newest_ids, contexts, appended_ms = [], [], []
         for user_id, state in zip(users, states, strict=True):
-            last_applied = stream_id(state.last_id) if state.last_id else (-1, -1)
+            applied_up_to = stream_id(state.last_id) if state.last_id else (-1, -1)
             newest = state.last_id
-            for entry_id, event in by_user[user_id]:
-                if stream_id(entry_id) <= last_applied:
+            for entry_id, event in events_of[user_id]:
+                if stream_id(entry_id) <= applied_up_to:
                     continue  # applied before a crash, redelivered since
                 apply_event(state.history, event, model.schema)
-                newest, applied = entry_id.decode(), applied + 1
+                newest = entry_id.decode()
                 appended_ms.append(stream_id(entry_id)[0])
-            by_user[user_id] = (state.last_id, newest)
+            newest_ids.append(newest)
             contexts.append(precomputed_contexts(model, state.history))
-        now = time.time()
-        vectors = self.encode(model, [s.history for s in states], contexts, now)
+        vectors = self.encode(model, [s.history for s in states], contexts, time.time())
         viewed = [viewed_items(state.history) for state in states]
         viewed_codes = np.split(codes_of(model.vocabs.items, [i for items in viewed for i in items]),
                                 np.cumsum([len(items) for items in viewed])[:-1])
         fields, row, encoded_ms = [], 0, int(time.time() * 1000)
-        for state, user_contexts, user_id, codes in zip(states, contexts, users, viewed_codes, strict=True):
-            fields.append(state_fields(state.history, by_user[user_id][1], model.model_version, user_contexts,
+        for state, newest, user_contexts, codes in zip(states, newest_ids, contexts, viewed_codes, strict=True):
+            fields.append(state_fields(state.history, newest, model.model_version, user_contexts,
                                        vectors[row:row + len(user_contexts)], codes, encoded_ms))
             row += len(user_contexts)
-        written = write_states(self.client, self.keys, users, [by_user[u][0] for u in users], fields)
-        stale = {user for user, ok in zip(users, written, strict=True) if not ok}
-        if stale:  # another worker owns these users now; it will claim the messages we leave pending
-            logger.warning("%d users moved to another worker mid-batch; leaving their messages", len(stale))
-        acks: dict[int, list[bytes]] = defaultdict(list)
-        for partition, entry_id, event in messages:
-            if event["user_id"] not in stale:
-                acks[partition].append(entry_id)
-        pipe = self.client.pipeline(transaction=False)
-        for partition, entry_ids in acks.items():
-            pipe.xack(self.keys.stream(partition), self.keys.group, *entry_ids)
-        pipe.execute()
+        written = write_states(self.client, self.keys, users, [state.last_id for state in states], fields)
+        moved = {user for user, ok in zip(users, written, strict=True) if not ok}
+        if moved:  # another worker owns these users now; it will claim the messages we leave pending
+            logger.warning("%d users moved to another worker mid-batch; leaving their messages", len(moved))
+        self.acknowledge([message for message in messages if message[2]["user_id"] not in moved])
         done_ms = time.time() * 1000
         for millis in appended_ms:
             metrics.FRESHNESS_SECONDS.observe(max(done_ms - millis, 0.0) / 1000)
-        metrics.USERS_ENCODED.inc(len(users) - len(stale))
-        metrics.EVENTS_APPLIED.inc(applied)
+        metrics.USERS_ENCODED.inc(len(users) - len(moved))
+        metrics.EVENTS_APPLIED.inc(len(appended_ms))
+
+    def acknowledge(self, messages: list[tuple[int, bytes, dict]]) -> None:
+        entry_ids: dict[int, list[bytes]] = defaultdict(list)
+        for partition, entry_id, _ in messages:
+            entry_ids[partition].append(entry_id)
+        pipe = self.client.pipeline(transaction=False)
+        for partition, ids in entry_ids.items():
+            pipe.xack(self.keys.stream(partition), self.keys.group, *ids)
+        pipe.execute()
 
     def encode(self, model: ServingModel, histories: list[dict],
                contexts: list[list[tuple[str | None, str | None]]], now: float) -> np.ndarray:

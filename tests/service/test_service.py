@@ -287,3 +287,37 @@ def test_backpressure_and_body_limits(tmp_path, service_artifacts, small_world):
         assert stream_lengths(service) == 30
     finally:
         service.stop()
+
+
+def test_rediss_url_connects_over_tls(tmp_path, service_artifacts, small_world):
+    """A TLS Redis (rediss:// with a CA bundle): the API gets ready and takes signed events through it."""
+    import shutil
+    import subprocess
+
+    from index_builder.build import build_and_publish
+    from service.server_thread import free_port
+    from tests.service.conftest import LiveService, service_settings
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
+                   check=True, capture_output=True)
+    port = free_port()
+    server = subprocess.Popen([shutil.which("redis-server"), "--port", "0", "--tls-port", str(port),
+                               "--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file",
+                               str(cert), "--tls-auth-clients", "no", "--save", "", "--appendonly", "no",
+                               "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    build_and_publish(service_artifacts, tmp_path / "index")
+    try:
+        url = f"rediss://localhost:{port}/0?ssl_ca_certs={cert}"
+        service = LiveService(service_settings(tmp_path, redis_url=url)).start()
+        try:
+            with service.client() as client:
+                assert client.get("/readyz").json()["ready"] is True
+                assert post_events(client, user_events(small_world, user_id=23, limit=5)).json()["accepted"] == 5
+            assert stream_lengths(service) == 5
+        finally:
+            service.stop()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
