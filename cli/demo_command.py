@@ -68,7 +68,11 @@ def run_demo(args: argparse.Namespace) -> int:
     settings = Settings(redis_url=None, data_dir=args.data / "var", index_root=data.index, webhook_secret=secret,
                         artifacts_dir=data.artifacts)
     with console.status("starting the embedded service (redis-server, worker, API)"):
-        server = ServerThread(settings, args.host, args.port).start()
+        try:
+            server = ServerThread(settings, args.host, args.port).start()
+        except RuntimeError as error:
+            console.print(f"[red]recall demo: {error}")
+            return 1
     try:
         code = _replay_and_report(console, args, server.url, secret, None, history, holdout, items)
         if not args.once:

@@ -19,7 +19,7 @@ class EmbeddedRedis:
     """Starts redis-server with its data and socket under `directory`; `stop()` (or the context) ends it."""
 
     def __init__(self, directory: str | Path, persistence: bool = True, password: str | None = None):
-        self.directory = Path(directory)
+        self.directory = Path(directory).resolve()  # redis-server changes into it: relative paths would break
         self.socket = self.directory / "redis.sock"
         self.persistence = persistence
         self.password = password
