@@ -64,6 +64,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from service.server_thread import ServerThread
     from service.settings import Settings
 
+    generated = not os.environ.get("RECALL_WEBHOOK_SECRET")
     secret = os.environ.get("RECALL_WEBHOOK_SECRET") or secrets.token_urlsafe(24)
     settings = Settings(redis_url=None, data_dir=args.data / "var", index_root=data.index, webhook_secret=secret,
                         artifacts_dir=data.artifacts)
@@ -76,8 +77,9 @@ def run_demo(args: argparse.Namespace) -> int:
     try:
         code = _replay_and_report(console, args, server.url, secret, None, history, holdout, items)
         if not args.once:
-            console.print(f"\nThe API is up at [bold]{server.url}[/] (docs: {server.url}/docs). Webhook secret: "
-                          f"{secret}\nPress Ctrl-C to stop.")
+            shown = f"Webhook secret (generated for this run): {secret}\n" if generated else ""
+            console.print(f"\nThe API is up at [bold]{server.url}[/] (docs: {server.url}/docs).\n{shown}"
+                          "Press Ctrl-C to stop.")
             threading.Event().wait()
         return code
     finally:

@@ -60,8 +60,8 @@ def connect_redis(url: str, timeout_s: float = 30.0) -> redis.Redis:
 def redact(url: str) -> str:
     """The URL without its password (in the authority or the query), for logs and errors."""
     scheme, _, rest = url.partition("://")
-    if "@" in rest.split("/", 1)[0]:
-        rest = "***@" + rest.split("@", 1)[1]
+    if "@" in rest:  # the last @ ends the credentials, whatever characters the password holds
+        rest = "***@" + rest.rsplit("@", 1)[1]
     return f"{scheme}://" + re.sub(r"(password=)[^&]*", r"\1***", rest)
 
 

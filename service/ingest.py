@@ -75,7 +75,8 @@ def signature_problem(secret: str, timestamp: str | None, signature: str | None,
         return f"{TIMESTAMP_HEADER} must be unix seconds"
     if abs((now if now is not None else time.time()) - sent_at) > window_s:
         return f"{TIMESTAMP_HEADER} is outside the {window_s} s replay window"
-    if not hmac.compare_digest(sign(secret, timestamp, body), signature):
+    # Headers arrive as latin-1 text; compare bytes, so any header value gives 401, never an error.
+    if not hmac.compare_digest(sign(secret, timestamp, body).encode(), signature.encode("latin-1")):
         return "signature does not match the body"
     return None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import time
 from typing import Annotated
 
@@ -25,7 +26,7 @@ from service.ingest import (
 from service.recall import answer, encode_online, plan_recall
 from service.schemas import Readiness, RecallRequest, RecallResponse
 from service.serving_model import ServingModel
-from service.streams import append_events
+from service.streams import append_events, stream_backlog
 
 router = APIRouter()
 ServicesDep = Annotated[Services, Depends(get_services)]
@@ -41,7 +42,8 @@ async def serving_model(services: ServicesDep) -> ServingModel:
 
 async def require_api_key(services: ServicesDep, x_api_key: Annotated[str | None, Header()] = None) -> None:
     expected = services.settings.api_key
-    if expected is not None and x_api_key != expected.get_secret_value():
+    if expected is not None and not hmac.compare_digest((x_api_key or "").encode("latin-1"),
+                                                        expected.get_secret_value().encode()):
         raise HTTPException(401, detail="X-API-Key header missing or wrong")
 
 
@@ -132,7 +134,8 @@ def readyz(services: ServicesDep, response: Response) -> Readiness:
     response.status_code = 200 if ready else 503
     return Readiness(ready=ready, redis=redis_ok, model_version=model.model_version if model else None,
                      index_version=model.index_version if model else None, embedded=services.settings.embedded,
-                     stream_backlog=services.backlog.value() if redis_ok else None, problems=problems)
+                     stream_backlog=stream_backlog(services.client, services.keys) if redis_ok else None,
+                     problems=problems)
 
 
 @router.get("/metrics")

@@ -136,7 +136,7 @@ class ModelHolder:
                 return False
             try:
                 fresh = load_serving_model(self.settings, self.with_index)
-            except (IndexRejected, OSError, KeyError, ValueError) as error:
+            except Exception as error:  # a bad publish (rejected, corrupt, unloadable) must not take the service down
                 self.last_error = str(error)
                 self._refused_version = published
                 logger.error("not serving index %s: %s", published, error)

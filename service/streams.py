@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import threading
 import time
 from collections import defaultdict
@@ -45,7 +46,8 @@ def append_events(client: redis.Redis, keys: Keys, events: list[dict], dedupe_tt
     script = client.register_script(APPEND_NEW_EVENTS)
     appended = 0
     for partition, batch in by_partition.items():
-        seen_keys = [keys.seen(partition, f"{event['user_id']}:{event['event_id']}") for event in batch]
+        seen_keys = [keys.seen(partition, hashlib.sha256(orjson.dumps([event["user_id"], event["event_id"]]))
+                               .hexdigest()[:32]) for event in batch]
         appended += int(script(keys=[keys.stream(partition), *seen_keys],
                                args=[dedupe_ttl_s, *(orjson.dumps(event) for event in batch)]))
     return appended

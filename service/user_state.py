@@ -71,10 +71,17 @@ def read_state(client: redis.Redis, keys: Keys, user_id: str, dim: int) -> UserS
         history=load_history(history), last_id=(last_id or b"").decode(),
         model_version=model_version.decode() if model_version else None,
         contexts=orjson.loads(contexts) if contexts else None,
-        vectors=np.frombuffer(vectors, dtype=np.float32).reshape(-1, dim) if vectors else None,
+        vectors=_vector_rows(vectors, dim),
         viewed_codes=np.frombuffer(viewed, dtype=np.int32) if viewed is not None else None,
         updated_ms=int(updated_ms) if updated_ms else None,
     )
+
+
+def _vector_rows(raw: bytes | None, dim: int) -> np.ndarray | None:
+    """Stored vectors as (n_contexts, dim) rows; None when absent or of another model's dimension."""
+    if not raw or len(raw) % (4 * dim):
+        return None
+    return np.frombuffer(raw, dtype=np.float32).reshape(-1, dim)
 
 
 def write_states(client: redis.Redis, keys: Keys, user_ids: list[str], expected_last_ids: list[str],

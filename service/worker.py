@@ -81,8 +81,12 @@ class NearlineWorker:
             while not stop.is_set():
                 try:
                     self.step()
-                except redis.ConnectionError as error:
-                    logger.warning("redis unreachable (%s); retrying", error)
+                except redis.RedisError as error:  # unreachable, timed out, or refusing writes: wait it out
+                    logger.warning("redis error (%s); retrying", error)
+                    self.to_reclaim |= self.owned
+                    stop.wait(1.0)
+                except Exception:  # one bad batch must not end the worker; its messages stay pending
+                    logger.exception("worker batch failed; retrying")
                     self.to_reclaim |= self.owned
                     stop.wait(1.0)
         finally:
@@ -207,8 +211,9 @@ class NearlineWorker:
             row += len(user_contexts)
         written = write_states(self.client, self.keys, users, [state.last_id for state in states], fields)
         moved = {user for user, ok in zip(users, written, strict=True) if not ok}
-        if moved:  # another worker owns these users now; it will claim the messages we leave pending
-            logger.warning("%d users moved to another worker mid-batch; leaving their messages", len(moved))
+        if moved:  # another worker wrote these users meanwhile: read their messages again from the pending list
+            logger.warning("%d users were written by another worker mid-batch; re-reading them", len(moved))
+            self.to_reclaim |= {p for p, _, event in messages if event["user_id"] in moved} & self.owned
         self.acknowledge([message for message in messages if message[2]["user_id"] not in moved])
         done_ms = time.time() * 1000
         for millis in appended_ms:

@@ -35,3 +35,4 @@ def test_redis_passwords_never_reach_logs_or_errors():
     assert redact("redis://:hunter2@cache:6379/0") == "redis://***@cache:6379/0"
     assert redact("unix:///run/redis.sock?db=0&password=hunter2") == "unix:///run/redis.sock?db=0&password=***"
     assert redact("rediss://cache:6380") == "rediss://cache:6380"
+    assert redact("redis://:p@ss/word@cache:6379/0") == "redis://***@cache:6379/0"
