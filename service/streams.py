@@ -63,8 +63,17 @@ def stream_backlog(client: redis.Redis, keys: Keys) -> int:
             continue
         for group in groups:
             if _text(group["name"]) == keys.group:
-                backlog += int(group.get("lag") or 0) + int(group.get("pending") or 0)
+                backlog += _lag(client, stream, group) + int(group.get("pending") or 0)
     return backlog
+
+
+def _lag(client: redis.Redis, stream: str, group: dict) -> int:
+    """Entries not yet delivered to the group. Redis reports the lag as unknown after some trims and restarts;
+    then the entries after the last delivered one are counted."""
+    if group.get("lag") is not None:
+        return int(group["lag"])
+    last = _text(group["last-delivered-id"])
+    return len(client.xrange(stream, min=f"({last}", max="+", count=1_000_000))
 
 
 def _text(value: bytes | str) -> str:

@@ -89,3 +89,39 @@ def test_live_workers_split_the_partitions(worker_setup):
     keys = Keys(settings.key_prefix, settings.stream_partitions)
     wait_until(lambda: (first.step(), second.step()) and stream_backlog(client, keys) == 0, timeout_s=30)
     assert sessions_per_user(client, settings, holder) == dict.fromkeys(USERS, EVENTS_PER_USER)
+
+
+def test_the_worker_rides_out_a_redis_restart(tmp_path, service_artifacts):
+    """Redis stops under a running worker and comes back (with its append-only file): the worker retries,
+    then applies what arrives afterwards, with nothing applied twice."""
+    import threading
+
+    from index_builder.build import build_and_publish
+
+    build_and_publish(service_artifacts, tmp_path / "index")
+    settings = service_settings(tmp_path, worker_lease_ms=800, worker_block_ms=10)
+    server = EmbeddedRedis(tmp_path / "redis", persistence=True).start()
+    client = redis.Redis.from_url(server.url, socket_timeout=1)
+    holder = ModelHolder(settings, with_index=False)
+    holder.refresh()
+    keys = Keys(settings.key_prefix, settings.stream_partitions)
+    worker, stop = NearlineWorker(client, settings, holder, name="steady"), threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        ingest_sessions(client, settings)
+        wait_until(lambda: stream_backlog(client, keys) == 0, timeout_s=30)
+        server.stop()
+        time.sleep(1.5)  # the worker meets connection errors meanwhile
+        server.start()
+        start = int(time.time())
+        late = [normalise(Event(user_id=user, item_id=7, timestamp=start, action="click", event_id=f"{user}-late"),
+                          time.time()) for user in USERS]
+        assert append_events(client, keys, late, settings.dedupe_ttl_s) == len(USERS)
+        wait_until(lambda: stream_backlog(client, keys) == 0, timeout_s=30)
+        assert thread.is_alive()
+        assert sessions_per_user(client, settings, holder) == dict.fromkeys(USERS, EVENTS_PER_USER + 1)
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        server.stop()
