@@ -18,7 +18,7 @@ import faiss
 import numpy as np
 
 from index_builder.faiss_index import apply_params
-from training.file_io import sha256_file
+from training.file_io import first_mismatch, sha256_file
 
 INDEX_FILES = ("index.faiss", "id_map.npy")
 
@@ -107,13 +107,9 @@ def _open(root: Path, version: str, model_version: str | None, dim: int | None) 
         manifest = json.loads((directory / "manifest.json").read_text())
     except (OSError, ValueError) as error:
         raise IndexRejected(f"{directory}: unreadable manifest ({error})") from None
-    for name in INDEX_FILES:
-        try:
-            matches = sha256_file(directory / name) == manifest["checksums"].get(name)
-        except OSError:
-            matches = False
-        if not matches:
-            raise IndexRejected(f"{directory}: {name} is missing or its checksum does not match the manifest")
+    bad = first_mismatch(directory, INDEX_FILES, manifest["checksums"])
+    if bad:
+        raise IndexRejected(f"{directory}: {bad} is missing or its checksum does not match the manifest")
     if model_version is not None and manifest["model_version"] != model_version:
         raise IndexRejected(f"{directory}: built for model {manifest['model_version']}, the encoder is "
                             f"{model_version}: vectors from two models must not be mixed")

@@ -21,7 +21,7 @@ from index_builder.versions import IndexRejected, LoadedIndex, current_version, 
 from service.encoder_runner import OnnxUserEncoder
 from service.history import FeatureSchema, encoder_inputs
 from service.settings import Settings
-from training.file_io import sha256_file
+from training.file_io import first_mismatch
 from training.vocab import Vocabularies
 
 logger = logging.getLogger(__name__)
@@ -104,13 +104,9 @@ def _read_json(path: Path) -> dict:
 
 def _verified_manifest(artifacts: Path) -> dict:
     manifest = _read_json(artifacts / "manifest.json")
-    for name in VERIFIED_ARTIFACTS:
-        try:
-            matches = sha256_file(artifacts / name) == manifest["checksums"].get(name)
-        except OSError:
-            matches = False
-        if not matches:
-            raise IndexRejected(f"{artifacts}: {name} is missing or its checksum does not match the manifest")
+    bad = first_mismatch(artifacts, VERIFIED_ARTIFACTS, manifest["checksums"])
+    if bad:
+        raise IndexRejected(f"{artifacts}: {bad} is missing or its checksum does not match the manifest")
     return manifest
 
 

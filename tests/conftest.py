@@ -65,25 +65,23 @@ def tiny_world(tmp_path_factory: pytest.TempPathFactory):
     return directory
 
 
-@pytest.fixture(scope="session")
-def tiny_artifacts(tmp_path_factory: pytest.TempPathFactory, small_world):
-    """A TBGRecall run trained briefly on the small world, exported: (run path, artifact path)."""
+def exported_run(root, small_world, epochs: int):
+    """A TBGRecall run trained on the small world for `epochs`, exported: (run path, artifact path)."""
     from model_export.export import export_run
 
     directory, _ = small_world
-    root = tmp_path_factory.mktemp("artifacts")
-    run = train_tiny_run(directory, root / "run", epochs=2)
+    run = train_tiny_run(directory, root / "run", epochs=epochs)
     export_run(run, root / "artifacts")
     return run, root / "artifacts"
 
 
 @pytest.fixture(scope="session")
+def tiny_artifacts(tmp_path_factory: pytest.TempPathFactory, small_world):
+    """A TBGRecall run trained briefly on the small world, exported: (run path, artifact path)."""
+    return exported_run(tmp_path_factory.mktemp("artifacts"), small_world, epochs=2)
+
+
+@pytest.fixture(scope="session")
 def service_artifacts(tmp_path_factory: pytest.TempPathFactory, small_world):
     """A TBGRecall model trained long enough to read contexts (search:<word> -> that category), exported."""
-    from model_export.export import export_run
-
-    directory, _ = small_world
-    root = tmp_path_factory.mktemp("service_model")
-    run = train_tiny_run(directory, root / "run", epochs=6)
-    export_run(run, root / "artifacts")
-    return root / "artifacts"
+    return exported_run(tmp_path_factory.mktemp("service_model"), small_world, epochs=6)[1]

@@ -16,6 +16,18 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def first_mismatch(directory: Path, names: tuple[str, ...], checksums: dict[str, str]) -> str | None:
+    """The first of `names` under `directory` that is missing or differs from its recorded checksum."""
+    for name in names:
+        try:
+            if sha256_file(directory / name) == checksums.get(name):
+                continue
+        except OSError:
+            pass
+        return name
+    return None
+
+
 def replace_dir(tmp: Path, out: Path) -> None:
     """Move the finished `tmp` to `out` by rename: readers see the old directory or the new one, never a mix."""
     if out.exists():
