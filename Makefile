@@ -29,6 +29,7 @@ bench: setup
 	$(PY) bench/index.py
 	$(PY) bench/quality.py
 	$(PY) bench/service.py
+	$(PY) bench/reliability.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache

@@ -37,7 +37,7 @@ from bench.catalogue import CONTEXTS, build_catalogue
 from bench.loadgen import LoadResult, closed_loop, open_loop
 from cli.console import make_console
 from index_builder.versions import open_version
-from service.ingest import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from service.ingest import signed_headers
 from service.keys import Keys
 from service.streams import stream_backlog
 
@@ -92,9 +92,7 @@ class Service:
 
 def signed_post(client: httpx.Client, events: list[dict]) -> None:
     body = orjson.dumps({"events": events})
-    sent_at = str(int(time.time()))
-    response = client.post("/v1/events", content=body, headers={"content-type": "application/json",
-                           TIMESTAMP_HEADER: sent_at, SIGNATURE_HEADER: sign(SECRET, sent_at, body)})
+    response = client.post("/v1/events", content=body, headers=signed_headers(SECRET, body))
     response.raise_for_status()
 
 
@@ -165,11 +163,8 @@ async def offer_events(service: Service, rate: int, seconds: float, n_items: int
                 {"user_id": f"user-{int(rng.integers(N_USERS))}", "item_id": int(rng.integers(1, n_items + 1))}
                 for _ in range(batch_size - 1)]
             body = orjson.dumps({"events": events})
-            sent_at = str(int(time.time()))
             sent[probe] = time.time() * 1000
-            response = await client.post("/v1/events", content=body, headers={
-                "content-type": "application/json", TIMESTAMP_HEADER: sent_at,
-                SIGNATURE_HEADER: sign(SECRET, sent_at, body)})
+            response = await client.post("/v1/events", content=body, headers=signed_headers(SECRET, body))
             response.raise_for_status()
         elapsed = time.perf_counter() - start
     return {"sent": sent, "events_per_s": int(seconds * 20) * batch_size / elapsed}

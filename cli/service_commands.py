@@ -39,6 +39,17 @@ def settings_or_error():
         raise DataError("environment", f"{first['msg']}", column=f"RECALL_{str(first['loc'][0]).upper()}") from None
 
 
+def shared_redis_or_error(settings):
+    """A client of the shared Redis once it answers (retrying with backoff for RECALL_REDIS_CONNECT_TIMEOUT_S);
+    one clear line and exit code 2 when it never does."""
+    from service.app import connect_redis
+
+    try:
+        return connect_redis(settings.redis_url, settings.redis_cluster, settings.redis_connect_timeout_s)
+    except RuntimeError as error:
+        raise DataError("environment", str(error), column="REDIS_URL") from None
+
+
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -46,6 +57,8 @@ def run_serve(args: argparse.Namespace) -> int:
     if settings.embedded and args.workers > 1:
         raise DataError("environment", "--workers > 1 needs a shared Redis: set REDIS_URL", column="REDIS_URL")
     logging.getLogger("service").setLevel(logging.INFO)
+    if not settings.embedded:
+        shared_redis_or_error(settings).close()  # fail before uvicorn starts, with one line instead of a traceback
     uvicorn.run("service.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
                 log_level="info", access_log=False)
     return 0
@@ -54,7 +67,6 @@ def run_serve(args: argparse.Namespace) -> int:
 def run_worker(args: argparse.Namespace) -> int:
     from prometheus_client import start_http_server
 
-    from service.app import connect_redis
     from service.serving_model import ModelHolder
     from service.worker import NearlineWorker
 
@@ -68,9 +80,10 @@ def run_worker(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stop.set())
     if args.metrics_port:
         start_http_server(args.metrics_port)
+    client = shared_redis_or_error(settings)
     holder = ModelHolder(settings, with_index=False).start()
     try:
-        NearlineWorker(connect_redis(settings.redis_url), settings, holder).run(stop)
+        NearlineWorker(client, settings, holder).run(stop)
     finally:
         holder.stop()
     return 0

@@ -15,7 +15,7 @@ import orjson
 import pandas as pd
 from rich.progress import Progress
 
-from service.ingest import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from service.ingest import signed_headers
 from training.columns import Columns
 
 BATCH = 1000
@@ -55,10 +55,7 @@ class ServiceClient:
         """Post one signed batch; waits out back-pressure (429 with Retry-After) like a well-behaved sender."""
         body = orjson.dumps({"events": events})
         while True:
-            sent_at = str(int(time.time()))
-            response = self.http.post("/v1/events", content=body, headers={
-                "content-type": "application/json", TIMESTAMP_HEADER: sent_at,
-                SIGNATURE_HEADER: sign(self.secret, sent_at, body)})
+            response = self.http.post("/v1/events", content=body, headers=signed_headers(self.secret, body))
             if response.status_code != 429:
                 break
             time.sleep(float(response.headers.get("retry-after", "1")))

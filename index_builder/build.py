@@ -29,8 +29,8 @@ class BuildReport:
 
 def recall_queries(artifacts: Path, item_vectors: np.ndarray) -> np.ndarray:
     """Real user vectors from the export, plus a sample of item vectors (item-to-item lookups)."""
-    users = np.load(artifacts / "sample_user_vectors.npy") if (artifacts / "sample_user_vectors.npy").exists() \
-        else np.zeros((0, item_vectors.shape[1]), np.float32)
+    sample = artifacts / "sample_user_vectors.npy"
+    users = np.load(sample, allow_pickle=False) if sample.exists() else np.zeros((0, item_vectors.shape[1]), np.float32)
     rows = np.random.default_rng(0).choice(len(item_vectors), min(MAX_ITEM_QUERIES, len(item_vectors)),
                                            replace=False)
     return np.concatenate([users, item_vectors[rows]]).astype(np.float32)

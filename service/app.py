@@ -15,8 +15,10 @@ from dataclasses import dataclass
 import faiss
 import redis
 from fastapi import FastAPI, Request
+from redis.cluster import RedisCluster
 
-from service.keys import Keys
+from service.body_limit import BodySizeLimit
+from service.keys import Keys, RedisClient
 from service.redis_server import EmbeddedRedis
 from service.serving_model import ModelHolder
 from service.settings import Settings, get_settings
@@ -31,26 +33,29 @@ class Services:
     """What handlers need, built once per process by the lifespan."""
 
     settings: Settings
-    client: redis.Redis
+    client: RedisClient
     keys: Keys
     holder: ModelHolder
     backlog: BacklogMonitor
 
 
-def connect_redis(url: str, timeout_s: float = 30.0) -> redis.Redis:
+def connect_redis(url: str, cluster: bool = False, timeout_s: float = 30.0) -> RedisClient:
     """A client whose server answered PING, retrying with backoff; a clear error when it never does.
 
     Timeouts are short because /v1/recall reads Redis on the event loop: a dead server must cost a request one
-    second at most (it then answers from a declared fallback), not stall the loop."""
-    client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1, health_check_interval=30)
+    second at most (it then answers from a declared fallback), not stall the loop. Every key and script of the
+    service touches one hash slot, so a Redis Cluster needs only the cluster-aware client."""
+    options = {"socket_timeout": 1, "socket_connect_timeout": 1, "health_check_interval": 30}
     delay, deadline = 0.1, time.monotonic() + timeout_s
     while True:
         try:
+            # A cluster client reads the slot map at construction, so it is built inside the retry loop.
+            client = RedisCluster.from_url(url, **options) if cluster else redis.Redis.from_url(url, **options)
             client.ping()
             return client
         except redis.RedisError as error:
             if time.monotonic() >= deadline:
-                raise RuntimeError(f"Redis at {redact(url)} did not answer within {timeout_s:.0f} s: {error}") \
+                raise RuntimeError(f"Redis at {redact(url)} did not answer within {timeout_s:g} s: {error}") \
                     from None
             logger.warning("waiting for Redis at %s (%s)", redact(url), error)
             time.sleep(delay)
@@ -73,7 +78,8 @@ async def lifespan(app: FastAPI):
     worker_stop, worker_thread = threading.Event(), None
     holder = None
     try:
-        client = connect_redis(embedded.url if embedded else settings.redis_url)
+        client = connect_redis(embedded.url if embedded else settings.redis_url, settings.redis_cluster,
+                               settings.redis_connect_timeout_s)
         keys = Keys(settings.key_prefix, settings.stream_partitions)
         ensure_groups(client, keys)
         holder = ModelHolder(settings).start()
@@ -102,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Near-line generative candidate generation: /v1/recall, the /v1/events webhook, "
                               "health, readiness and Prometheus metrics.")
     app.state.settings = settings or get_settings()
+    app.add_middleware(BodySizeLimit, limit=app.state.settings.max_body_bytes)
     app.include_router(router)
     return app
 

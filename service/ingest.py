@@ -64,6 +64,13 @@ def sign(secret: str, timestamp: int | str, body: bytes) -> str:
     return f"sha256={digest}"
 
 
+def signed_headers(secret: str, body: bytes, timestamp: int | None = None) -> dict[str, str]:
+    """The headers of a webhook call carrying `body`: what every sender (demo, benchmarks, tests) attaches."""
+    sent_at = str(int(time.time()) if timestamp is None else timestamp)
+    return {"content-type": "application/json", TIMESTAMP_HEADER: sent_at,
+            SIGNATURE_HEADER: sign(secret, sent_at, body)}
+
+
 def signature_problem(secret: str, timestamp: str | None, signature: str | None, body: bytes,
                       window_s: int, now: float | None = None) -> str | None:
     """Why a webhook call is not authentic, or None when it is."""

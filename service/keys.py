@@ -9,6 +9,11 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
+import redis
+from redis.cluster import RedisCluster
+
+RedisClient = redis.Redis | RedisCluster  # what every module that talks to Redis accepts
+
 
 @dataclass(frozen=True)
 class Keys:

@@ -18,7 +18,7 @@ import redis
 
 from service import metrics
 from service.history import codes_of, last_context, new_history, viewed_items
-from service.keys import Keys
+from service.keys import Keys, RedisClient
 from service.schemas import RecallRequest
 from service.search import search
 from service.serving_model import ServingModel
@@ -36,7 +36,7 @@ class RecallPlan:
     received_at: float
 
 
-def plan_recall(model: ServingModel, client: redis.Redis, keys: Keys, request: RecallRequest) -> RecallPlan:
+def plan_recall(model: ServingModel, client: RedisClient, keys: Keys, request: RecallRequest) -> RecallPlan:
     """Read the user's state (one round trip) and pick the precomputed vector when it fits the request."""
     now, fallback = time.time(), None
     try:
@@ -86,7 +86,7 @@ def answer(model: ServingModel, plan: RecallPlan, vector: np.ndarray) -> dict:
             "user_vector_age_ms": age_ms, "vector_source": source, "fallback": plan.fallback}
 
 
-def recall(model: ServingModel, client: redis.Redis, keys: Keys, request: RecallRequest) -> dict:
+def recall(model: ServingModel, client: RedisClient, keys: Keys, request: RecallRequest) -> dict:
     """All steps in the calling thread (the demo and the benchmarks' in-process baseline)."""
     plan = plan_recall(model, client, keys, request)
     return answer(model, plan, plan.vector if plan.vector is not None else encode_online(model, plan))

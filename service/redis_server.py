@@ -3,7 +3,9 @@ fixture of every test that needs Redis. Never assumes a server is already runnin
 
 from __future__ import annotations
 
+import random
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -16,18 +18,30 @@ class RedisServerError(RuntimeError):
 
 
 class EmbeddedRedis:
-    """Starts redis-server with its data and socket under `directory`; `stop()` (or the context) ends it."""
+    """Starts redis-server with its data and socket under `directory`; `stop()` (or the context) ends it.
 
-    def __init__(self, directory: str | Path, persistence: bool = True, password: str | None = None):
+    A cluster node (`cluster=True`) listens on a loopback TCP port instead: cluster nodes announce host:port."""
+
+    def __init__(self, directory: str | Path, persistence: bool = True, password: str | None = None,
+                 cluster: bool = False):
         self.directory = Path(directory).resolve()  # redis-server changes into it: relative paths would break
         self.socket = self.directory / "redis.sock"
         self.persistence = persistence
         self.password = password
+        self.cluster = cluster
+        self.port = cluster_port() if cluster else 0
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
+        if self.cluster:
+            return f"redis://127.0.0.1:{self.port}"
         return f"unix://{self.socket}" + (f"?password={self.password}" if self.password else "")
+
+    def client(self) -> redis.Redis:
+        if self.cluster:
+            return redis.Redis(port=self.port, password=self.password)
+        return redis.Redis(unix_socket_path=str(self.socket), password=self.password)
 
     def start(self, timeout_s: float = 10.0) -> EmbeddedRedis:
         binary = shutil.which("redis-server")
@@ -35,10 +49,12 @@ class EmbeddedRedis:
             raise RedisServerError("redis-server is not installed (Debian: apt-get install redis-server; "
                                    "`make test` and `make demo` install it when run as root)")
         self.directory.mkdir(parents=True, exist_ok=True)
-        arguments = [binary, "--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700",
+        arguments = [binary, "--port", str(self.port), "--unixsocket", str(self.socket), "--unixsocketperm", "700",
                      "--dir", str(self.directory), "--save", "60 1000" if self.persistence else "",
                      "--appendonly", "yes" if self.persistence else "no", "--daemonize", "no",
                      "--logfile", str(self.directory / "redis.log")]
+        if self.cluster:
+            arguments += ["--bind", "127.0.0.1", "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
         if self.password:
             arguments += ["--requirepass", self.password]
         self.process = subprocess.Popen(arguments, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -47,7 +63,7 @@ class EmbeddedRedis:
             if self.process.poll() is not None:
                 raise RedisServerError(f"redis-server exited at start; see {self.directory / 'redis.log'}")
             try:
-                if redis.Redis(unix_socket_path=str(self.socket), password=self.password).ping():
+                if self.client().ping():
                     return self
             except (redis.ConnectionError, FileNotFoundError):
                 time.sleep(0.05)
@@ -68,3 +84,70 @@ class EmbeddedRedis:
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+
+
+def cluster_port() -> int:
+    """A free loopback port whose cluster bus port (port + 10000) is free too."""
+    for _ in range(200):
+        port = random.randint(20000, 55000)
+        try:
+            with socket.socket() as first, socket.socket() as bus:
+                first.bind(("127.0.0.1", port))
+                bus.bind(("127.0.0.1", port + 10000))
+            return port
+        except OSError:
+            continue
+    raise RedisServerError("no free pair of loopback ports for a cluster node")
+
+
+class LocalRedisCluster:
+    """A Redis Cluster of `nodes` primaries on loopback ports (no replicas), each an `EmbeddedRedis` in cluster
+    mode: what the scale-out tests and the reliability benchmark run against. `url` names the first node;
+    `RedisCluster` finds the others from it."""
+
+    def __init__(self, directory: str | Path, nodes: int = 3):
+        self.directory = Path(directory).resolve()
+        self.nodes = [EmbeddedRedis(self.directory / f"node{i}", cluster=True) for i in range(nodes)]
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.nodes[0].port}"
+
+    def start(self, timeout_s: float = 30.0) -> LocalRedisCluster:
+        try:
+            for node in self.nodes:
+                node.start()
+            clients = [node.client() for node in self.nodes]
+            slots_per_node = -(-CLUSTER_SLOTS // len(self.nodes))
+            for i, client in enumerate(clients):
+                first = i * slots_per_node
+                client.execute_command("CLUSTER ADDSLOTSRANGE", first, min(first + slots_per_node, CLUSTER_SLOTS) - 1)
+            for node in self.nodes[1:]:
+                clients[0].execute_command("CLUSTER MEET", "127.0.0.1", node.port)
+            deadline = time.monotonic() + timeout_s
+            while not all(_cluster_ready(client, len(self.nodes)) for client in clients):
+                if time.monotonic() > deadline:
+                    raise RedisServerError(f"the cluster under {self.directory} did not converge in {timeout_s} s")
+                time.sleep(0.1)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> LocalRedisCluster:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+CLUSTER_SLOTS = 16384
+
+
+def _cluster_ready(client: redis.Redis, nodes: int) -> bool:
+    info = client.execute_command("CLUSTER INFO")  # redis-py parses it into a dict
+    return info.get("cluster_state") == "ok" and int(info.get("cluster_known_nodes", 0)) == nodes

@@ -10,8 +10,9 @@ import orjson
 import redis
 from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from service import metrics
 from service.app import Services, get_services
@@ -48,7 +49,7 @@ async def require_api_key(services: ServicesDep, x_api_key: Annotated[str | None
 
 
 @router.post("/v1/recall", dependencies=[Depends(require_api_key)], response_model=RecallResponse,
-             responses={401: {}, 503: {}})
+             responses={400: {"description": "the body is not JSON"}, 401: {}, 413: {}, 503: {}})
 async def recall_candidates(request: RecallRequest, services: ServicesDep,
                             model: Annotated[ServingModel, Depends(serving_model)]) -> Response:
     """Top-k candidates for the user in the request's context. The fast steps (a Redis read of well under a
@@ -61,7 +62,29 @@ async def recall_candidates(request: RecallRequest, services: ServicesDep,
     return Response(body, media_type="application/json")
 
 
-@router.post("/v1/events", status_code=202, responses={401: {}, 413: {}, 422: {}, 429: {}, 503: {}})
+def inline_json_schema(model: type[BaseModel]) -> dict:
+    """`model`'s JSON schema with its nested models written in place: OpenAPI resolves `$ref`s from the root of
+    the document, where a model's own `$defs` are not."""
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node):
+        if isinstance(node, dict):
+            if set(node) == {"$ref"}:
+                return resolve(definitions[node["$ref"].rsplit("/", 1)[-1]])
+            return {key: resolve(value) for key, value in node.items()}
+        return [resolve(value) for value in node] if isinstance(node, list) else node
+
+    return resolve(schema)
+
+
+# The body is read raw (the signature covers its exact bytes), so its schema is declared here for the docs.
+EVENTS_BODY = {"requestBody": {"required": True,
+                               "content": {"application/json": {"schema": inline_json_schema(EventBatch)}}}}
+
+
+@router.post("/v1/events", status_code=202, responses={401: {}, 413: {}, 422: {}, 429: {}, 503: {}},
+             openapi_extra=EVENTS_BODY)
 async def ingest_events(request: Request, services: ServicesDep,
                         timestamp: Annotated[str | None, Header(alias=TIMESTAMP_HEADER)] = None,
                         signature: Annotated[str | None, Header(alias=SIGNATURE_HEADER)] = None) -> IngestResult:
@@ -70,7 +93,7 @@ async def ingest_events(request: Request, services: ServicesDep,
     settings = services.settings
     if settings.webhook_secret is None:
         raise HTTPException(503, detail="the webhook is disabled: set RECALL_WEBHOOK_SECRET")
-    body = await _read_body(request, settings.max_body_bytes)
+    body = await request.body()  # at most RECALL_MAX_BODY_BYTES: service.body_limit refuses more with 413
     problem = signature_problem(settings.webhook_secret.get_secret_value(), timestamp, signature, body,
                                 settings.replay_window_s)
     if problem:
@@ -102,18 +125,6 @@ async def ingest_events(request: Request, services: ServicesDep,
     return IngestResult(accepted=accepted, duplicates=len(events) - accepted)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, detail=f"body: at most {limit} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise HTTPException(413, detail=f"body: at most {limit} bytes")
-    return bytes(body)
-
-
 @router.get("/healthz")
 def healthz() -> dict:
     return {"status": "ok"}
@@ -135,9 +146,9 @@ def readyz(services: ServicesDep, response: Response) -> Readiness:
     return Readiness(ready=ready, redis=redis_ok, model_version=model.model_version if model else None,
                      index_version=model.index_version if model else None, embedded=services.settings.embedded,
                      stream_backlog=stream_backlog(services.client, services.keys) if redis_ok else None,
-                     problems=problems)
+                     refused_index=services.holder.refused, problems=problems)
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 def prometheus_metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

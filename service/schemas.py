@@ -57,4 +57,6 @@ class Readiness(BaseModel):
     index_version: str | None
     embedded: bool
     stream_backlog: int | None = Field(description="events appended but not yet applied by the workers")
+    refused_index: str | None = Field(default=None, description="the published index version that was refused "
+                                      "(while the live pair keeps serving), and why")
     problems: list[str]

@@ -142,6 +142,13 @@ class ModelHolder:
             logger.info("serving model %s with index %s", fresh.model_version, published)
             return True
 
+    @property
+    def refused(self) -> str | None:
+        """The published version refused last, with the reason, while it is still the one CURRENT names."""
+        if self._refused_version is None or self._refused_version == self.live_version:
+            return None
+        return f"{self._refused_version}: {self.last_error}"
+
     def start(self) -> ModelHolder:
         self.refresh()
         self._thread = threading.Thread(target=self._watch, name="index-watcher", daemon=True)

@@ -20,6 +20,8 @@ class Settings(BaseSettings):
     # Where things are.
     redis_url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL", "RECALL_REDIS_URL"),
                                   description="redis://, rediss:// (TLS) or unix:// URL; unset = embedded server")
+    redis_cluster: bool = Field(default=False, description="REDIS_URL names a node of a Redis Cluster")
+    redis_connect_timeout_s: float = Field(default=30.0, gt=0, description="how long start-up waits for Redis")
     data_dir: Path = Field(default=Path("var"), description="embedded Redis data and socket")
     index_root: Path = Field(default=Path("var/index"), description="what `recall build-index --out` publishes")
     artifacts_dir: Path | None = Field(default=None, description="`recall export` output; unset = the path the "
@@ -28,7 +30,7 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = Field(default=None, description="HMAC-SHA256 key of /v1/events")
     api_key: SecretStr | None = Field(default=None, description="when set, /v1/recall needs `X-API-Key`")
     replay_window_s: int = Field(default=300, gt=0, description="accepted webhook timestamp skew")
-    max_body_bytes: int = Field(default=1_048_576, gt=0)
+    max_body_bytes: int = Field(default=1_048_576, gt=0, description="request body limit of every route")
     max_batch_events: int = Field(default=1000, gt=0)
     max_stream_lag: int = Field(default=200_000, gt=0, description="webhook answers 429 beyond this backlog")
     # Streams and the near-line worker.

@@ -11,7 +11,7 @@ from collections import defaultdict
 import orjson
 import redis
 
-from service.keys import Keys
+from service.keys import Keys, RedisClient
 
 # One partition per call, so every key lives in one hash slot: the event ids seen and the stream itself.
 # An event is appended only when its id was not seen within the dedupe window: redelivered webhooks are no-ops.
@@ -27,7 +27,7 @@ return appended
 """
 
 
-def ensure_groups(client: redis.Redis, keys: Keys) -> None:
+def ensure_groups(client: RedisClient, keys: Keys) -> None:
     """Create the worker group on every partition (and the streams), from the start of each stream."""
     for stream in keys.all_streams():
         try:
@@ -37,7 +37,7 @@ def ensure_groups(client: redis.Redis, keys: Keys) -> None:
                 raise
 
 
-def append_events(client: redis.Redis, keys: Keys, events: list[dict], dedupe_ttl_s: int) -> int:
+def append_events(client: RedisClient, keys: Keys, events: list[dict], dedupe_ttl_s: int) -> int:
     """Append normalised events (each with `user_id` and `event_id`) to their users' partitions; returns how
     many were new. Order within a user is the order given."""
     by_partition: dict[int, list[dict]] = defaultdict(list)
@@ -53,7 +53,7 @@ def append_events(client: redis.Redis, keys: Keys, events: list[dict], dedupe_tt
     return appended
 
 
-def stream_backlog(client: redis.Redis, keys: Keys) -> int:
+def stream_backlog(client: RedisClient, keys: Keys) -> int:
     """Events appended but not yet acknowledged by the worker group, over all partitions."""
     backlog = 0
     for stream in keys.all_streams():
@@ -67,7 +67,7 @@ def stream_backlog(client: redis.Redis, keys: Keys) -> int:
     return backlog
 
 
-def _lag(client: redis.Redis, stream: str, group: dict) -> int:
+def _lag(client: RedisClient, stream: str, group: dict) -> int:
     """Entries not yet delivered to the group. Redis reports the lag as unknown after some trims and restarts;
     then the entries after the last delivered one are counted."""
     if group.get("lag") is not None:
@@ -84,7 +84,7 @@ class BacklogMonitor:
     """The backlog for the webhook's back-pressure check, measured at most once per `every_s` (it costs a few
     Redis calls per partition); the last known value while Redis is unreachable."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, every_s: float = 1.0):
+    def __init__(self, client: RedisClient, keys: Keys, every_s: float = 1.0):
         self.client, self.keys, self.every_s = client, keys, every_s
         self._value, self._measured_at = 0, 0.0
         self._lock = threading.Lock()

@@ -19,10 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import orjson
-import redis
 
 from service.history import load_history
-from service.keys import Keys
+from service.keys import Keys, RedisClient
 
 WRITE_IF_UNCHANGED = """
 local current = redis.call('HGET', KEYS[1], 'last_id') or ''
@@ -54,7 +53,7 @@ def context_key(context: str | None, scenario: str | None) -> str:
     return orjson.dumps([context, scenario]).decode()
 
 
-def read_histories(client: redis.Redis, keys: Keys, user_ids: list[str]) -> list[UserState]:
+def read_histories(client: RedisClient, keys: Keys, user_ids: list[str]) -> list[UserState]:
     """History and last applied entry of each user (empty for users never seen)."""
     pipe = client.pipeline(transaction=False)
     for user_id in user_ids:
@@ -63,7 +62,7 @@ def read_histories(client: redis.Redis, keys: Keys, user_ids: list[str]) -> list
             for history, last_id in pipe.execute()]
 
 
-def read_state(client: redis.Redis, keys: Keys, user_id: str, dim: int) -> UserState:
+def read_state(client: RedisClient, keys: Keys, user_id: str, dim: int) -> UserState:
     fields = client.hmget(keys.user(user_id), ["history", "last_id", "model_version", "contexts", "vectors",
                                                 "viewed", "updated_ms"])
     history, last_id, model_version, contexts, vectors, viewed, updated_ms = fields
@@ -84,14 +83,14 @@ def _vector_rows(raw: bytes | None, dim: int) -> np.ndarray | None:
     return np.frombuffer(raw, dtype=np.float32).reshape(-1, dim)
 
 
-def write_states(client: redis.Redis, keys: Keys, user_ids: list[str], expected_last_ids: list[str],
+def write_states(client: RedisClient, keys: Keys, user_ids: list[str], expected_last_ids: list[str],
                  fields: list[dict]) -> list[bool]:
     """Write each user's fields unless their `last_id` moved since it was read; True where written."""
-    script = client.register_script(WRITE_IF_UNCHANGED)
     pipe = client.pipeline(transaction=False)
     for user_id, expected, values in zip(user_ids, expected_last_ids, fields, strict=True):
         flat = [part for name, value in values.items() for part in (name, value)]
-        script(keys=[keys.user(user_id)], args=[expected, *flat], client=pipe)
+        # Plain EVAL: a Redis Cluster pipeline refuses EVALSHA and has no eval method; Redis caches the script.
+        pipe.execute_command("EVAL", WRITE_IF_UNCHANGED, 1, keys.user(user_id), expected, *flat)
     return [bool(result) for result in pipe.execute()]
 
 

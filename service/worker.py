@@ -23,10 +23,11 @@ from collections import defaultdict
 import numpy as np
 import orjson
 import redis
+from redis.cluster import RedisCluster
 
 from service import metrics
 from service.history import apply_event, codes_of, last_context, viewed_items
-from service.keys import Keys
+from service.keys import Keys, RedisClient
 from service.serving_model import ModelHolder, ServingModel
 from service.settings import Settings
 from service.streams import ensure_groups, stream_backlog
@@ -60,7 +61,7 @@ def precomputed_contexts(model: ServingModel, history: dict) -> list[tuple[str |
 
 
 class NearlineWorker:
-    def __init__(self, client: redis.Redis, settings: Settings, holder: ModelHolder, name: str | None = None):
+    def __init__(self, client: RedisClient, settings: Settings, holder: ModelHolder, name: str | None = None):
         self.client = client
         self.settings = settings
         self.holder = holder
@@ -72,6 +73,7 @@ class NearlineWorker:
         self._release = client.register_script(RELEASE_IF_MINE)
         self._next_lease_check = 0.0
         self._next_housekeeping = 0.0
+        self._rng = random.Random()  # its own: the global one belongs to the host process
         ensure_groups(client, self.keys)
 
     # -- the loop -----------------------------------------------------------------------------------------------
@@ -137,7 +139,7 @@ class NearlineWorker:
             self.owned.discard(partition)
             self.to_reclaim.discard(partition)
         candidates = list(range(self.settings.stream_partitions))
-        random.shuffle(candidates)
+        self._rng.shuffle(candidates)
         for partition in candidates:
             if len(self.owned) >= target:
                 break
@@ -173,10 +175,20 @@ class NearlineWorker:
         return messages
 
     def read_new(self) -> list[tuple[int, bytes, dict]]:
-        streams = {self.keys.stream(partition): ">" for partition in sorted(self.owned)}
         partition_of = {self.keys.stream(partition): partition for partition in self.owned}
-        replies = self.client.xreadgroup(self.keys.group, self.name, streams, count=self.settings.worker_read_count,
-                                         block=self.settings.worker_block_ms or None)
+        count, block_ms = self.settings.worker_read_count, self.settings.worker_block_ms
+        if isinstance(self.client, RedisCluster):
+            # A cluster refuses one XREADGROUP over streams of several slots: read each without blocking, in one
+            # pipeline, and wait one block interval when all were empty.
+            pipe = self.client.pipeline(transaction=False)
+            for stream in partition_of:
+                pipe.xreadgroup(self.keys.group, self.name, {stream: ">"}, count=count)
+            replies = [reply for replies in pipe.execute() for reply in replies or []]
+            if not replies:
+                time.sleep(block_ms / 1000)
+        else:
+            replies = self.client.xreadgroup(self.keys.group, self.name, {stream: ">" for stream in partition_of},
+                                             count=count, block=block_ms or None)
         return [(partition_of[stream.decode()], entry_id, orjson.loads(fields[b"e"]))
                 for stream, entries in replies or [] for entry_id, fields in entries]
 

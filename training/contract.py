@@ -179,8 +179,9 @@ def _parse_actions(frame: pd.DataFrame, path: str) -> np.ndarray:
             raise DataError(path, f"unknown action {name!r} (expected one of {expected})", row=row,
                             column=Columns.action)
         codes_of_uniques[position] = code
-    # An empty action cell means the same as a missing column: a click.
-    return np.where(row_to_unique >= 0, codes_of_uniques[row_to_unique], ACTION_CODES["click"]).astype(np.int8)
+    # An empty action cell means the same as a missing column: a click (also when every cell is empty).
+    codes = np.append(codes_of_uniques, np.int8(ACTION_CODES["click"]))
+    return codes[np.where(row_to_unique >= 0, row_to_unique, len(codes_of_uniques))].astype(np.int8)
 
 
 def _encode_optional(frame: pd.DataFrame, column: str, vocabs: Vocabularies, vocab_name: str,
@@ -215,8 +216,9 @@ def _parse_timestamps(frame: pd.DataFrame, path: str) -> np.ndarray:
 def _datetime_seconds(values: pd.Series) -> np.ndarray:
     if values.dt.tz is None:
         values = values.dt.tz_localize("UTC")
-    # Divide by a timedelta so any resolution (s, ms, ns) gives seconds; NaT becomes NaN.
-    elapsed = (values - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
+    # The epoch in the values' own resolution (a nanosecond one overflows for dates before 1677), divided by a
+    # timedelta so any resolution (s, ms, ns) gives seconds; NaT becomes NaN.
+    elapsed = (values - pd.Timestamp(0, tz="UTC").as_unit(values.dt.unit)) / pd.Timedelta(seconds=1)
     return elapsed.to_numpy(dtype=np.float64, na_value=np.nan)
 
 

@@ -48,7 +48,8 @@ class Vocabulary:
             codes_of_uniques[unseen] = np.arange(len(self.ids), len(self.ids) + len(new_ids))
             self.ids.extend(new_ids)
         codes_of_uniques[codes_of_uniques < 0] = 0
-        return np.where(row_to_unique >= 0, codes_of_uniques[row_to_unique], 0).astype(np.int32)
+        codes = np.append(codes_of_uniques, 0)  # the last slot: missing values (NaN) get code 0
+        return codes[np.where(row_to_unique >= 0, row_to_unique, len(codes_of_uniques))].astype(np.int32)
 
     def lookup(self, texts: np.ndarray) -> np.ndarray:
         """(n,) int64 codes of ids already in text form, 0 for unknown ones: the serving path, which must not
@@ -88,7 +89,8 @@ def _is_integer_like(values: pd.Series) -> bool:
     if pd.api.types.is_integer_dtype(values):
         return True
     if pd.api.types.is_float_dtype(values):
-        return bool(np.all(np.mod(values.to_numpy(), 1) == 0))
+        numbers = values.to_numpy()
+        return bool(np.all(np.isfinite(numbers)) and np.all(np.mod(numbers, 1) == 0))
     return False
 
 

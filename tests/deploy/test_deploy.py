@@ -103,3 +103,16 @@ def test_dockerfile_copies_every_package_the_project_installs():
     copied = set(re.findall(r"^COPY (\w+)/ \1/$", DOCKERFILE, flags=re.MULTILINE))
     assert set(packages) <= copied
     assert all((ROOT / name).is_dir() for name in copied)
+
+
+def test_nothing_that_ships_unpickles_or_evaluates_its_input():
+    """No pickle, eval or exec anywhere in the installed packages; numpy and torch loads refuse pickles."""
+    unsafe = re.compile(r"\bimport pickle\b|\bpickle\.loads?\(|(?<![.\w])eval\(|(?<![.\w])exec\(|allow_pickle=True"
+                        r"|weights_only=False|yaml\.load\(")
+    packages = ("cli", "training", "model_export", "index_builder", "service", "demo")
+    offenders = [f"{path.relative_to(ROOT)}:{number}" for package in packages for path in (ROOT / package).rglob("*.py")
+                 for number, line in enumerate(path.read_text().splitlines(), 1) if unsafe.search(line)]
+    assert offenders == []
+    loads = [line for package in packages for path in (ROOT / package).rglob("*.py")
+             for line in path.read_text().splitlines() if "np.load(" in line or "torch.load(" in line]
+    assert loads and all("allow_pickle=False" in line or "weights_only=True" in line for line in loads)

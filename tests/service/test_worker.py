@@ -13,9 +13,8 @@ from service.keys import Keys
 from service.redis_server import EmbeddedRedis
 from service.serving_model import ModelHolder
 from service.streams import append_events, stream_backlog
-from service.user_state import read_state
 from service.worker import NearlineWorker
-from tests.service.conftest import service_settings, wait_until
+from tests.service.conftest import applied_sessions, expected_sessions, hourly_events, service_settings, wait_until
 
 USERS, EVENTS_PER_USER = [f"u{n}" for n in range(12)], 6
 
@@ -33,20 +32,18 @@ def worker_setup(tmp_path, service_artifacts):
         yield settings, client, holder
 
 
+EVENTS = hourly_events(USERS, EVENTS_PER_USER)
+
+
 def ingest_sessions(client: redis.Redis, settings) -> None:
-    """Every event its own session (an hour apart): applying one twice would add a session."""
-    start = int(time.time()) - 86_400
-    events = [normalise(Event(user_id=user, item_id=1 + (i * 7 + n) % 150, timestamp=start + 3600 * i,
-                              action="click", event_id=f"{user}-{i}"), time.time())
-              for i in range(EVENTS_PER_USER) for n, user in enumerate(USERS)]
+    events = [normalise(Event(**event), time.time()) for event in EVENTS]
     assert append_events(client, Keys(settings.key_prefix, settings.stream_partitions), events,
                          settings.dedupe_ttl_s) == len(events)
 
 
-def sessions_per_user(client, settings, holder) -> dict[str, int]:
+def all_applied_once(client, settings, extra: list[dict] = ()) -> bool:
     keys = Keys(settings.key_prefix, settings.stream_partitions)
-    return {user: len(read_state(client, keys, user, holder.current.encoder.dim).history["sessions"])
-            for user in USERS}
+    return applied_sessions(client, keys, USERS) == expected_sessions([*EVENTS, *extra])
 
 
 def test_a_worker_killed_mid_batch_loses_nothing_and_applies_nothing_twice(worker_setup, monkeypatch):
@@ -72,7 +69,7 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_applies_nothing_twice(worke
 
     wait_until(drained, timeout_s=30, every_s=0.05)
     assert survivor.owned == set(range(settings.stream_partitions))  # the dead worker's leases expired
-    assert sessions_per_user(client, settings, holder) == dict.fromkeys(USERS, EVENTS_PER_USER)
+    assert all_applied_once(client, settings)
 
 
 def test_live_workers_split_the_partitions(worker_setup):
@@ -88,7 +85,7 @@ def test_live_workers_split_the_partitions(worker_setup):
     ingest_sessions(client, settings)
     keys = Keys(settings.key_prefix, settings.stream_partitions)
     wait_until(lambda: (first.step(), second.step()) and stream_backlog(client, keys) == 0, timeout_s=30)
-    assert sessions_per_user(client, settings, holder) == dict.fromkeys(USERS, EVENTS_PER_USER)
+    assert all_applied_once(client, settings)
 
 
 def test_the_worker_rides_out_a_redis_restart(tmp_path, service_artifacts):
@@ -114,14 +111,46 @@ def test_the_worker_rides_out_a_redis_restart(tmp_path, service_artifacts):
         server.stop()
         time.sleep(1.5)  # the worker meets connection errors meanwhile
         server.start()
-        start = int(time.time())
-        late = [normalise(Event(user_id=user, item_id=7, timestamp=start, action="click", event_id=f"{user}-late"),
-                          time.time()) for user in USERS]
-        assert append_events(client, keys, late, settings.dedupe_ttl_s) == len(USERS)
+        late = [{"user_id": user, "item_id": 7, "timestamp": int(time.time()), "action": "click",
+                 "event_id": f"{user}-late"} for user in USERS]
+        assert append_events(client, keys, [normalise(Event(**event), time.time()) for event in late],
+                             settings.dedupe_ttl_s) == len(USERS)
         wait_until(lambda: stream_backlog(client, keys) == 0, timeout_s=30)
         assert thread.is_alive()
-        assert sessions_per_user(client, settings, holder) == dict.fromkeys(USERS, EVENTS_PER_USER + 1)
+        assert all_applied_once(client, settings, late)
     finally:
         stop.set()
         thread.join(timeout=10)
         server.stop()
+
+
+def test_three_workers_on_a_redis_cluster_keep_each_users_order_and_lose_nothing(tmp_path, service_artifacts,
+                                                                                 redis_cluster):
+    """Scale-out: 3 workers share 8 stream partitions on a 3-node Redis Cluster while events arrive."""
+    import uuid
+
+    from index_builder.build import build_and_publish
+    from service.app import connect_redis
+    from tests.service.conftest import WorkerThreads
+
+    build_and_publish(service_artifacts, tmp_path / "index")
+    settings = service_settings(tmp_path, redis_url=redis_cluster.url, redis_cluster=True, stream_partitions=8,
+                                key_prefix=f"w{uuid.uuid4().hex[:8]}")
+    keys = Keys(settings.key_prefix, settings.stream_partitions)
+    client = connect_redis(settings.redis_url, cluster=True)
+    users = [f"c{n}" for n in range(40)]
+    events = hourly_events(users, per_user=10)
+    workers = WorkerThreads(settings, count=3)
+    try:
+        # The first worker up takes every partition, then gives some back as the others register.
+        wait_until(lambda: sorted(len(worker.owned) for worker in workers.workers) == [2, 3, 3], timeout_s=30)
+        assert set().union(*(worker.owned for worker in workers.workers)) == set(range(8))
+        for start in range(0, len(events), 50):  # arriving while the workers run
+            append_events(client, keys, [normalise(Event(**e), time.time()) for e in events[start:start + 50]],
+                          settings.dedupe_ttl_s)
+        wait_until(lambda: applied_sessions(client, keys, users) == expected_sessions(events), timeout_s=60)
+        masters = {node.name for node in client.get_primaries()}
+        assert len(masters) == 3
+        assert {client.get_node_from_key(keys.stream(p)).name for p in range(8)} == masters  # spread over nodes
+    finally:
+        workers.stop()
