@@ -72,6 +72,7 @@ class Tally:
     events_duplicate: int = 0
     faults: list[tuple[float, str]] = field(default_factory=list)
     bad_inputs: dict[int, int] = field(default_factory=dict)
+    rss: list[tuple[float, float, float]] = field(default_factory=list)  # (seconds, API MB, steady worker MB)
     checks_failed: list[str] = field(default_factory=list)
 
 
@@ -231,8 +232,8 @@ def bad_requests() -> list[tuple[str, bytes, dict]]:
     rng = random.Random(7)
     for _ in range(200):  # random junk: bytes, wrong types, deep nesting
         junk = rng.choice([bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 64))),
-                           orjson.dumps({"user_id": rng.choice([None, [], {}, True, "", 10**40]),
-                                         "k": rng.choice([-1, 0, "ten", 1.5, None])}),
+                           json.dumps({"user_id": rng.choice([None, [], {}, True, "", 10**40]),
+                                       "k": rng.choice([-1, 0, "ten", 1.5, None])}).encode(),
                            b"[" * 5000 + b"]" * 5000])
         path = rng.choice(["/v1/recall", "/v1/events"])
         headers = signed_headers(SECRET, junk) if path == "/v1/events" else recall_headers
@@ -275,6 +276,13 @@ def publish_bad_index(cluster: Cluster, kind: str, other_artifacts: Path, tally:
         tally.checks_failed.append(f"the {kind} index was loaded")
     (root / "CURRENT").write_text(live)
     shutil.rmtree(bad)
+
+
+async def sample_rss(cluster: Cluster, deadline: float, began: float, tally: Tally) -> None:
+    """The API's and the never-killed worker's resident memory every 2 s: growth after warm-up is a leak."""
+    while time.monotonic() < deadline:
+        tally.rss.append((time.monotonic() - began, cluster.rss_mb(cluster.api), cluster.rss_mb(cluster.workers[1])))
+        await asyncio.sleep(2)
 
 
 async def inject_faults(cluster: Cluster, seconds: float, other_artifacts: Path, began: float,
@@ -351,20 +359,18 @@ def run(seconds: float, console, n_items: int = N_ITEMS) -> tuple[dict, Tally]:
         queue.sort(key=lambda event: (int(event["session_id"].rsplit(":", 1)[1]), event["timestamp"]))
     tally = Tally()
     try:
-        rss_start = {"api": cluster.rss_mb(cluster.api), "worker": cluster.rss_mb(cluster.workers[1])}
-
         async def soak() -> None:
             began = time.monotonic()
             deadline = began + seconds
             await asyncio.gather(
                 *(send_events(cluster.url, queue, EVENT_RATE / SENDERS, deadline, tally) for queue in queues),
                 ask_recalls(cluster.url, users, RECALL_RATE, deadline, began, tally),
+                sample_rss(cluster, deadline, began, tally),
                 inject_faults(cluster, seconds, other_artifacts, began, tally))
 
         console.print(f"soak: {seconds:.0f} s, {EVENT_RATE} events/s and {RECALL_RATE} recalls/s offered, "
                       f"faults on schedule")
         asyncio.run(soak())
-        rss_end = {"api": cluster.rss_mb(cluster.api), "worker": cluster.rss_mb(cluster.workers[1])}
         deadline = time.monotonic() + 300
         while stream_backlog(cluster.store, cluster.keys) > 0:
             if time.monotonic() > deadline:
@@ -392,9 +398,19 @@ def run(seconds: float, console, n_items: int = N_ITEMS) -> tuple[dict, Tally]:
         "fallbacks": tally.fallbacks, "bad_inputs_tried": sum(tally.bad_inputs.values()),
         "bad_input_statuses": tally.bad_inputs,
         "bad_inputs_not_4xx": sum(count for status, count in tally.bad_inputs.items() if not 400 <= status < 500),
-        "rss_mb": {"start": rss_start, "end": rss_end}, "checks_failed": tally.checks_failed,
+        "rss_mb": rss_growth(tally.rss), "checks_failed": tally.checks_failed,
     }
     return result, tally
+
+
+def rss_growth(samples: list[tuple[float, float, float]]) -> dict:
+    """Resident memory at the start, after warm-up (a fifth of the soak: buffers and arenas sized, partitions
+    settled) and at the end, for the API and the never-killed worker."""
+    if not samples:
+        return {}
+    warm = samples[len(samples) // 5]
+    return {"api": {"start": samples[0][1], "warm": warm[1], "end": samples[-1][1]},
+            "worker": {"start": samples[0][2], "warm": warm[2], "end": samples[-1][2]}}
 
 
 def plot(tally: Tally, path: Path) -> None:
@@ -410,13 +426,20 @@ def plot(tally: Tally, path: Path) -> None:
     buckets = np.floor(seconds).astype(int)
     ticks = np.unique(buckets)
     p99 = [np.percentile(latencies[buckets == t], 99) for t in ticks]
-    figure, axis = plt.subplots(figsize=(10, 4))
+    figure, (axis, memory) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
     axis.plot(ticks, p99, label="/v1/recall p99 per second")
     for when, name in tally.faults:
-        axis.axvline(when, color="red", alpha=0.5, linestyle="--")
+        for panel in (axis, memory):
+            panel.axvline(when, color="red", alpha=0.5, linestyle="--")
         axis.text(when, max(p99), name, rotation=90, va="top", fontsize=8)
-    axis.set(xlabel="seconds into the soak", ylabel="ms", yscale="log", title="Latency under injected faults")
+    axis.set(ylabel="ms", yscale="log", title="Latency and memory under injected faults")
     axis.legend()
+    if tally.rss:
+        when = [t for t, _, _ in tally.rss]
+        memory.plot(when, [api for _, api, _ in tally.rss], label="API RSS")
+        memory.plot(when, [worker for _, _, worker in tally.rss], label="never-killed worker RSS")
+        memory.legend()
+    memory.set(xlabel="seconds into the soak", ylabel="MB")
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
@@ -434,10 +457,9 @@ def report(result: dict, command: str) -> str:
             ("/v1/recall fallbacks", ", ".join(f"{k}: {v}" for k, v in sorted(result["fallbacks"].items()))),
             ("bad inputs tried / answered other than 4xx", f"{result['bad_inputs_tried']} / "
                                                            f"{result['bad_inputs_not_4xx']}"),
-            ("RSS MB, API start -> end", f"{result['rss_mb']['start']['api']:.0f} -> "
-                                         f"{result['rss_mb']['end']['api']:.0f}"),
-            ("RSS MB, steady worker start -> end", f"{result['rss_mb']['start']['worker']:.0f} -> "
-                                                   f"{result['rss_mb']['end']['worker']:.0f}"),
+            *((f"RSS MB of the {name}: start / after warm-up / end",
+               " / ".join(f"{result['rss_mb'][key][moment]:.0f}" for moment in ("start", "warm", "end")))
+              for key, name in (("api", "API"), ("worker", "never-killed worker"))),
             ("checks failed", "; ".join(result["checks_failed"]) or "none")]
     table = "\n".join(f"| {name} | {value} |" for name, value in rows)
     return f"| figure | value |\n|---|---:|\n{table}\n\n`{command}`, a {result['seconds']:.0f}-second soak."
