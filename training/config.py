@@ -52,6 +52,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     patience: int = 10  # validations without NDCG improvement before stopping (metrics plateau, then rise)
     eval_k: int = 10  # early stopping watches NDCG@eval_k
+    refit: bool = False  # then retrain on all the data, holdout included, for the best epoch count (2x the time)
     valid_max_cases: int = 3000
     seed: int = 0
     deterministic: bool = False

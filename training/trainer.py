@@ -1,5 +1,6 @@
 """Training loop: AdamW, warm-up + cosine, clipping, bf16 autocast on CUDA, validation with early stopping on
-NDCG@K, deterministic mode, and warm start from an earlier run (incremental training)."""
+NDCG@K, deterministic mode, warm start from an earlier run (incremental training), and an optional refit on all
+the data (the validation holdout included) for the epoch count early stopping chose."""
 
 from __future__ import annotations
 
@@ -144,10 +145,7 @@ def train(log: EventLog, config: RunConfig, protocol: str = "loo", init_state: d
     valid = validation_split(log, protocol, cfg.valid_max_cases, cfg.seed)
     model = build_model(log, config, device, init_state)
     data = prepare_data(valid.train, config, device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    total_steps = max(math.ceil(len(data.windows) / cfg.batch_size), 1) * cfg.epochs
-    warmup = min(cfg.warmup_steps, total_steps // 10 + 1)  # small data sets: do not spend the run warming up
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, warmup, total_steps))
+    optimizer, scheduler = optimizer_and_schedule(model, len(data.windows), config, cfg.epochs)
     rng = np.random.default_rng(cfg.seed)
     metric_name = f"ndcg@{cfg.eval_k}"
     validator = EncoderRecommender(model, valid.train)  # histories are built once; the weights change in place
@@ -169,11 +167,41 @@ def train(log: EventLog, config: RunConfig, protocol: str = "loo", init_state: d
                 break
     if best_state is not None:
         model.load_state_dict(best_state)
-    model.eval()
     best = max(history, key=lambda row: row[metric_name]) if history else {}
+    if cfg.refit and best:
+        model, seen, seconds = refit(log, config, device, init_state, best["epoch"], show_progress)
+        sequences, train_seconds = sequences + seen, train_seconds + seconds
+    model.eval()
     return TrainResult(model=model, metrics={k: v for k, v in best.items() if k != "seconds"}, history=history,
                        seconds=time.perf_counter() - started,
                        sequences_per_second=sequences / max(train_seconds, 1e-9))
+
+
+def optimizer_and_schedule(model: RecallModel, n_windows: int, config: RunConfig, epochs: int):
+    """AdamW with linear warm-up, then cosine decay to zero at the end of `epochs`."""
+    cfg = config.train
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    total_steps = max(math.ceil(n_windows / cfg.batch_size), 1) * epochs
+    warmup = min(cfg.warmup_steps, total_steps // 10 + 1)  # small data sets: do not spend the run warming up
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, warmup, total_steps))
+
+
+def refit(log: EventLog, config: RunConfig, device: torch.device, init_state: dict | None, epochs: int,
+          show_progress: bool) -> tuple[RecallModel, int, float]:
+    """A fresh model trained on the whole log, the validation holdout included, on the first run's schedule stopped
+    after `epochs`: the holdout is the most recent behaviour, which the final model should learn from.
+    Returns (model, sequences, seconds)."""
+    seed_everything(config.train.seed, config.train.deterministic)
+    model = build_model(log, config, device, init_state)
+    data = prepare_data(log, config, device)
+    optimizer, scheduler = optimizer_and_schedule(model, len(data.windows), config, config.train.epochs)
+    rng, sequences, started = np.random.default_rng(config.train.seed), 0, time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        losses, seen = run_epoch(model, data, optimizer, scheduler, config, rng, f"refit {epoch}/{epochs}",
+                                 show_progress)
+        sequences += seen
+        logger.info("refit epoch %d loss %.4f", epoch, float(np.mean(losses)) if losses else 0.0)
+    return model, sequences, time.perf_counter() - started
 
 
 def _report(row: dict, metric_name: str, sequences_per_second: float, show_progress: bool) -> None:

@@ -9,6 +9,7 @@ import torch
 from training.config import ModelConfig, RunConfig, TrainConfig
 from training.contract import load_events
 from training.evaluate import evaluate
+from training.model import RecallModel
 from training.popularity import PopularModel
 from training.recommender import EncoderRecommender
 from training.splits import temporal_split
@@ -64,3 +65,25 @@ def test_warm_start_keeps_old_rows_and_adds_new_ones(tmp_path):
     assert torch.equal(new_rows[: len(old_rows)], old_rows)
     assert warm.model.encoder.context_embedding.num_embeddings == len(log2.vocabs.contexts)
     assert not np.allclose(new_rows[len(old_rows):].numpy(), 0)  # new items start from a fresh initialisation
+
+
+def test_refit_also_learns_from_the_validation_holdout(tmp_path):
+    """Early stopping holds out each user's last event; with `refit` the final model is trained again on
+    everything, so an item seen only in that holdout is learned (in-batch negatives: no other path updates it)."""
+    users, steps = np.divmod(np.arange(40 * 8), 8)
+    events = pd.DataFrame({"user_id": users, "item_id": (users * 3 + steps) % 30 + 1,
+                           "timestamp": 1_700_000_000 + 86_400 * steps})
+    events.loc[7, "item_id"] = 999  # user 0's last click: only ever in the holdout
+    events.to_parquet(tmp_path / "e.parquet")
+    log = load_events(tmp_path / "e.parquet")
+    code = int(log.vocabs.items.lookup(np.array(["999"], dtype=object))[0])
+    changed = {}
+    for refit in (False, True):
+        config = small_config(epochs=2, refit=refit, weight_decay=0.0)
+        config.loss.retrieval, config.loss.negatives, config.loss.n_negatives = "bce", "in-batch", 8
+        torch.manual_seed(config.train.seed)  # the initial weights, as training draws them
+        initial = RecallModel(config.model, log.vocabs.sizes() | {"items": log.n_items})
+        result = train(log, config, protocol="loo", show_progress=False)
+        changed[refit] = not torch.equal(result.model.item_tower.item_embedding.weight[code].detach(),
+                                         initial.item_tower.item_embedding.weight[code])
+    assert code > 0 and changed == {False: False, True: True}
