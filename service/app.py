@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request
 from redis.cluster import RedisCluster
 
 from service.body_limit import BodySizeLimit
-from service.keys import Keys, RedisClient
+from service.keys import REDIS_ERRORS, Keys, RedisClient
 from service.redis_server import EmbeddedRedis
 from service.serving_model import ModelHolder
 from service.settings import Settings, get_settings
@@ -46,14 +46,18 @@ def connect_redis(url: str, cluster: bool = False, timeout_s: float = 30.0) -> R
     second at most (it then answers from a declared fallback), not stall the loop. Every key and script of the
     service touches one hash slot, so a Redis Cluster needs only the cluster-aware client."""
     options = {"socket_timeout": 1, "socket_connect_timeout": 1, "health_check_interval": 30}
+    # A cluster client retries each command across the cluster several times by default: one retry keeps a dead
+    # node's cost to a request near the socket timeout.
+    cluster_options = {**options, "cluster_error_retry_attempts": 1}
     delay, deadline = 0.1, time.monotonic() + timeout_s
     while True:
         try:
             # A cluster client reads the slot map at construction, so it is built inside the retry loop.
-            client = RedisCluster.from_url(url, **options) if cluster else redis.Redis.from_url(url, **options)
+            client = RedisCluster.from_url(url, **cluster_options) if cluster else \
+                redis.Redis.from_url(url, **options)
             client.ping()
             return client
-        except redis.RedisError as error:
+        except REDIS_ERRORS as error:
             if time.monotonic() >= deadline:
                 raise RuntimeError(f"Redis at {redact(url)} did not answer within {timeout_s:g} s: {error}") \
                     from None

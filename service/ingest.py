@@ -13,7 +13,7 @@ import time
 from typing import Annotated, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, field_validator
 
 from training.columns import ACTION_CODES
 
@@ -32,7 +32,8 @@ class Event(BaseModel):
 
     user_id: Id
     item_id: Id
-    timestamp: float | None = Field(default=None, ge=0, description="unix seconds; absent = when received")
+    timestamp: StrictInt | StrictFloat | None = Field(default=None, ge=0,
+                                                     description="unix seconds; absent = when received")
     action: Literal["show", "click", "cart", "pay"] = "click"
     context: OptionalText = None
     scenario: OptionalText = None

@@ -11,8 +11,11 @@ from dataclasses import dataclass
 
 import redis
 from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 
 RedisClient = redis.Redis | RedisCluster  # what every module that talks to Redis accepts
+# What an unreachable server or cluster raises (a cluster client that cannot read the slot map raises the latter).
+REDIS_ERRORS = (redis.RedisError, RedisClusterException)
 
 
 @dataclass(frozen=True)

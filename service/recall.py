@@ -14,11 +14,10 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import redis
 
 from service import metrics
 from service.history import codes_of, last_context, new_history, viewed_items
-from service.keys import Keys, RedisClient
+from service.keys import REDIS_ERRORS, Keys, RedisClient
 from service.schemas import RecallRequest
 from service.search import search
 from service.serving_model import ServingModel
@@ -41,7 +40,7 @@ def plan_recall(model: ServingModel, client: RedisClient, keys: Keys, request: R
     now, fallback = time.time(), None
     try:
         state = read_state(client, keys, str(request.user_id), model.encoder.dim)
-    except redis.RedisError:  # degrade to a context-only answer rather than fail the request
+    except REDIS_ERRORS:  # degrade to a context-only answer rather than fail the request
         state, fallback = UserState(history=new_history(), last_id=""), "redis_unavailable"
     last_ctx, last_scenario = last_context(state.history)
     context = model.known("contexts", request.context if request.context is not None else last_ctx)

@@ -7,7 +7,6 @@ import time
 from typing import Annotated
 
 import orjson
-import redis
 from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
@@ -24,6 +23,7 @@ from service.ingest import (
     normalise,
     signature_problem,
 )
+from service.keys import REDIS_ERRORS
 from service.recall import answer, encode_online, plan_recall
 from service.schemas import Readiness, RecallRequest, RecallResponse
 from service.serving_model import ServingModel
@@ -116,7 +116,7 @@ async def ingest_events(request: Request, services: ServicesDep,
     try:
         accepted = await run_in_threadpool(append_events, services.client, services.keys, events,
                                            settings.dedupe_ttl_s)
-    except redis.RedisError as error:
+    except REDIS_ERRORS as error:
         raise HTTPException(503, detail=f"the event store is unavailable ({type(error).__name__}); retry",
                             headers={"Retry-After": "1"}) from None
     metrics.EVENTS_INGESTED.labels("accepted").inc(accepted)
@@ -132,10 +132,11 @@ def healthz() -> dict:
 
 @router.get("/readyz", responses={503: {"model": Readiness}})
 def readyz(services: ServicesDep, response: Response) -> Readiness:
-    problems = []
+    problems, backlog = [], None
     try:
         redis_ok = bool(services.client.ping())
-    except redis.RedisError as error:
+        backlog = stream_backlog(services.client, services.keys)
+    except REDIS_ERRORS as error:
         redis_ok = False
         problems.append(f"redis: {error}")
     model = services.holder.current
@@ -145,7 +146,7 @@ def readyz(services: ServicesDep, response: Response) -> Readiness:
     response.status_code = 200 if ready else 503
     return Readiness(ready=ready, redis=redis_ok, model_version=model.model_version if model else None,
                      index_version=model.index_version if model else None, embedded=services.settings.embedded,
-                     stream_backlog=stream_backlog(services.client, services.keys) if redis_ok else None,
+                     stream_backlog=backlog,
                      refused_index=services.holder.refused, problems=problems)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from service.ingest import MAX_ID_LENGTH
 
@@ -24,8 +24,8 @@ class RecallRequest(BaseModel):
         default=None, description="the request's context; absent = the user's last one; unknown = the default")
     scenario: Annotated[StrictStr, Field(max_length=MAX_ID_LENGTH)] | None = Field(
         default=None, description="absent = the user's last scenario")
-    k: int = Field(default=100, ge=1, le=MAX_K)
-    filter_viewed: bool = True
+    k: StrictInt = Field(default=100, ge=1, le=MAX_K)
+    filter_viewed: StrictBool = True
     exclude_item_ids: list[Id] = Field(default_factory=list, max_length=MAX_LIST)
     categories: list[Id] | None = Field(default=None, max_length=MAX_LIST, description="only items of these")
 

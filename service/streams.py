@@ -11,7 +11,7 @@ from collections import defaultdict
 import orjson
 import redis
 
-from service.keys import Keys, RedisClient
+from service.keys import REDIS_ERRORS, Keys, RedisClient
 
 # One partition per call, so every key lives in one hash slot: the event ids seen and the stream itself.
 # An event is appended only when its id was not seen within the dedupe window: redelivered webhooks are no-ops.
@@ -94,6 +94,6 @@ class BacklogMonitor:
             now = time.monotonic()
             if now - self._measured_at >= self.every_s:
                 self._measured_at = now
-                with contextlib.suppress(redis.RedisError):
+                with contextlib.suppress(*REDIS_ERRORS):
                     self._value = stream_backlog(self.client, self.keys)
             return self._value

@@ -22,12 +22,11 @@ from collections import defaultdict
 
 import numpy as np
 import orjson
-import redis
 from redis.cluster import RedisCluster
 
 from service import metrics
 from service.history import apply_event, codes_of, last_context, viewed_items
-from service.keys import Keys, RedisClient
+from service.keys import REDIS_ERRORS, Keys, RedisClient
 from service.serving_model import ModelHolder, ServingModel
 from service.settings import Settings
 from service.streams import ensure_groups, stream_backlog
@@ -83,7 +82,7 @@ class NearlineWorker:
             while not stop.is_set():
                 try:
                     self.step()
-                except redis.RedisError as error:  # unreachable, timed out, or refusing writes: wait it out
+                except REDIS_ERRORS as error:  # unreachable, timed out, or refusing writes: wait it out
                     logger.warning("redis error (%s); retrying", error)
                     self.to_reclaim |= self.owned
                     stop.wait(1.0)
@@ -153,7 +152,7 @@ class NearlineWorker:
             for partition in self.owned:
                 self._release(keys=[self.keys.lease(partition)], args=[self.name])
             self.client.zrem(self.keys.workers, self.name)
-        except redis.RedisError:
+        except REDIS_ERRORS:
             pass
         self.owned.clear()
 

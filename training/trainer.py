@@ -169,8 +169,12 @@ def train(log: EventLog, config: RunConfig, protocol: str = "loo", init_state: d
         model.load_state_dict(best_state)
     best = max(history, key=lambda row: row[metric_name]) if history else {}
     if cfg.refit and best:
+        del model, optimizer, scheduler, data, validator, best_state  # the refit needs the memory, not these
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
         model, seen, seconds = refit(log, config, device, init_state, best["epoch"], show_progress)
         sequences, train_seconds = sequences + seen, train_seconds + seconds
+        best = {**best, "refit_epochs": best["epoch"]}  # the validation figures are the first run's
     model.eval()
     return TrainResult(model=model, metrics={k: v for k, v in best.items() if k != "seconds"}, history=history,
                        seconds=time.perf_counter() - started,
