@@ -15,7 +15,9 @@ from dataclasses import dataclass
 import faiss
 import redis
 from fastapi import FastAPI, Request
+from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
+from redis.retry import Retry
 
 from service.body_limit import BodySizeLimit
 from service.keys import REDIS_ERRORS, Keys, RedisClient
@@ -48,7 +50,7 @@ def connect_redis(url: str, cluster: bool = False, timeout_s: float = 30.0) -> R
     options = {"socket_timeout": 1, "socket_connect_timeout": 1, "health_check_interval": 30}
     # A cluster client retries each command across the cluster several times by default: one retry keeps a dead
     # node's cost to a request near the socket timeout.
-    cluster_options = {**options, "cluster_error_retry_attempts": 1}
+    cluster_options = {**options, "retry": Retry(NoBackoff(), retries=1)}
     delay, deadline = 0.1, time.monotonic() + timeout_s
     while True:
         try:

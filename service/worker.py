@@ -29,7 +29,7 @@ from service.history import apply_event, codes_of, last_context, viewed_items
 from service.keys import REDIS_ERRORS, Keys, RedisClient
 from service.serving_model import ModelHolder, ServingModel
 from service.settings import Settings
-from service.streams import ensure_groups, stream_backlog
+from service.streams import ensure_groups, stream_backlog, stream_id
 from service.user_state import read_histories, state_fields, write_states
 
 logger = logging.getLogger(__name__)
@@ -43,12 +43,6 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 HOUSEKEEPING_S = 5.0
-
-
-def stream_id(entry_id: bytes | str) -> tuple[int, int]:
-    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    millis, _, sequence = text.partition("-")
-    return int(millis), int(sequence or 0)
 
 
 def precomputed_contexts(model: ServingModel, history: dict) -> list[tuple[str | None, str | None]]:
