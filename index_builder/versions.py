@@ -101,8 +101,10 @@ def open_version(root: str | Path, version: str | None = None, model_version: st
     raise IndexRejected(f"{root}: CURRENT kept changing while it was read")
 
 
-def _open(root: Path, version: str, model_version: str | None, dim: int | None) -> LoadedIndex:
-    directory = root / "versions" / version
+def verified_manifest(root: str | Path, version: str) -> dict:
+    """The manifest of a version whose files all match their checksums (what a worker, which encodes but never
+    searches, checks: it refuses the same versions the API does)."""
+    directory = Path(root) / "versions" / version
     try:
         manifest = json.loads((directory / "manifest.json").read_text())
     except (OSError, ValueError) as error:
@@ -110,6 +112,12 @@ def _open(root: Path, version: str, model_version: str | None, dim: int | None) 
     bad = first_mismatch(directory, INDEX_FILES, manifest["checksums"])
     if bad:
         raise IndexRejected(f"{directory}: {bad} is missing or its checksum does not match the manifest")
+    return manifest
+
+
+def _open(root: Path, version: str, model_version: str | None, dim: int | None) -> LoadedIndex:
+    directory = root / "versions" / version
+    manifest = verified_manifest(root, version)
     if model_version is not None and manifest["model_version"] != model_version:
         raise IndexRejected(f"{directory}: built for model {manifest['model_version']}, the encoder is "
                             f"{model_version}: vectors from two models must not be mixed")

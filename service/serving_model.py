@@ -17,7 +17,7 @@ import faiss
 import numpy as np
 
 from index_builder.faiss_index import gpu_available
-from index_builder.versions import IndexRejected, LoadedIndex, current_version, open_version
+from index_builder.versions import IndexRejected, LoadedIndex, current_version, open_version, verified_manifest
 from service.encoder_runner import OnnxUserEncoder
 from service.history import FeatureSchema, encoder_inputs
 from service.settings import Settings
@@ -68,7 +68,7 @@ def load_serving_model(settings: Settings, with_index: bool = True) -> ServingMo
         version = current_version(settings.index_root)
         if version is None:
             raise IndexRejected(f"{settings.index_root}: no CURRENT index published")
-        index, index_manifest = None, _read_json(settings.index_root / "versions" / version / "manifest.json")
+        index, index_manifest = None, verified_manifest(settings.index_root, version)
     artifacts = Path(settings.artifacts_dir or index_manifest["artifacts"])
     manifest = _verified_manifest(artifacts)
     if manifest["model_version"] != index_manifest["model_version"]:

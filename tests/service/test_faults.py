@@ -21,6 +21,7 @@ from service.ingest import Event, normalise
 from service.keys import Keys
 from service.redis_server import EmbeddedRedis
 from service.server_thread import free_port
+from service.serving_model import ModelHolder
 from service.streams import append_events
 from tests.service.conftest import (
     LiveService,
@@ -198,6 +199,8 @@ def test_a_corrupt_or_partial_index_version_is_refused_and_the_old_pair_keeps_se
             refused = wait_until(lambda bad=bad: (ready := client.get("/readyz").json())["refused_index"]
                                  and ready["refused_index"].startswith(bad) and ready["refused_index"])
             assert {"corrupt": "checksum", "partial": "index.faiss", "missing": "missing"}[bad] in refused
+            worker_side = ModelHolder(service.settings, with_index=False)  # a worker encodes, never searches...
+            assert not worker_side.refresh() and worker_side.current is None  # ...and refuses the same versions
             answer = client.post("/v1/recall", json={"user_id": 1, "k": 10})
             assert answer.status_code == 200 and answer.json()["index_version"] == live
 
