@@ -10,6 +10,7 @@ Ordering and delivery:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -79,6 +80,9 @@ class NearlineWorker:
                 except REDIS_ERRORS as error:  # unreachable, timed out, or refusing writes: wait it out
                     logger.warning("redis error (%s); retrying", error)
                     self.to_reclaim |= self.owned
+                    if "NOGROUP" in str(error):  # a Redis that came back without its data: streams start anew
+                        with contextlib.suppress(*REDIS_ERRORS):
+                            ensure_groups(self.client, self.keys)
                     stop.wait(1.0)
                 except Exception:  # one bad batch must not end the worker; its messages stay pending
                     logger.exception("worker batch failed; retrying")

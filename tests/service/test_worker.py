@@ -178,3 +178,24 @@ def test_the_backlog_counts_what_is_undelivered_whatever_redis_reports_as_lag(tm
         client.xack(stream, keys.group, *(entry_id for entry_id, _ in rest))
         client.xgroup_setid(stream, keys.group, rest[-1][0], entries_read=2)  # everything delivered, "lag 8"
         assert client.xinfo_groups(stream)[0]["lag"] == 8 and stream_backlog(client, keys) == 0
+
+
+def test_the_worker_recreates_its_group_when_redis_comes_back_empty(worker_setup):
+    """A Redis without persistence restarts empty: the webhook's next append recreates a stream but not the
+    worker group. The worker sees NOGROUP, recreates the groups, and applies what arrives next."""
+    import threading
+
+    settings, client, holder = worker_setup
+    keys = Keys(settings.key_prefix, settings.stream_partitions)
+    worker, stop = NearlineWorker(client, settings, holder, name="steady"), threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: worker.owned, timeout_s=30)
+        client.flushall()  # what a restart without persistence leaves
+        ingest_sessions(client, settings)
+        wait_until(lambda: all_applied_once(client, settings), timeout_s=60)
+        assert stream_backlog(client, keys) == 0
+    finally:
+        stop.set()
+        thread.join(timeout=10)
