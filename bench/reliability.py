@@ -296,11 +296,14 @@ async def inject_faults(cluster: Cluster, seconds: float, other_artifacts: Path,
     async def at(fraction: float) -> None:
         await asyncio.sleep(max(began + fraction * seconds - time.monotonic(), 0))
 
+    async def kill_a_worker() -> None:  # its partitions move to the other one; it comes back 3 s later
+        mark("worker SIGKILL")
+        cluster.kill_worker(0)
+        await asyncio.sleep(3)
+        cluster.restart_worker(0)
+
     await at(0.15)
-    mark("worker SIGKILL")
-    cluster.kill_worker(0)
-    await asyncio.sleep(3)
-    cluster.restart_worker(0)
+    await kill_a_worker()
     await at(0.30)
     mark("Redis restart")
     cluster.redis.stop()
@@ -313,10 +316,7 @@ async def inject_faults(cluster: Cluster, seconds: float, other_artifacts: Path,
     mark("index of another model")
     await asyncio.to_thread(publish_bad_index, cluster, "mismatch", other_artifacts, tally)
     await at(0.75)
-    mark("worker SIGKILL")
-    cluster.kill_worker(0)
-    await asyncio.sleep(3)
-    cluster.restart_worker(0)
+    await kill_a_worker()
     await at(0.85)
     mark("bad input battery")
     await asyncio.to_thread(try_bad_inputs, cluster.url, tally)
