@@ -29,7 +29,7 @@ def ensure_venv(console) -> Path | None:
     return VENV / "bin" / "python"
 
 
-def evaluate_peer(split: Split, model: str, ks: list[int], epochs: int, console) -> list[dict]:
+def evaluate_peer(split: Split, model: str, ks: list[int], epochs: int, console, seed: int = 0) -> list[dict]:
     """Train RecTools' `model` ("sasrec" or "hstu") on the split's acted events; one result row, or none."""
     python = ensure_venv(console)
     if python is None:
@@ -48,7 +48,7 @@ def evaluate_peer(split: Split, model: str, ks: list[int], epochs: int, console)
                    "--users", str(folder / "users.csv"), "--out", str(folder / "recs.csv"),
                    "--json", str(folder / "meta.json"), "--model", model, "--dim", "64", "--layers", "2",
                    "--heads", "2", "--max-len", "200", "--epochs", str(epochs), "--k", str(max(ks)),
-                   "--loss", "softmax"]
+                   "--loss", "softmax", "--seed", str(seed)]
         started = time.perf_counter()
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:

@@ -87,10 +87,13 @@ class HSTUBlock(nn.Module):
         q, k, v = (t.view(batch, length, self.n_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        scores = q @ k.transpose(-1, -2) / self.head_dim**0.5  # (B, H, T, T)
-        scores = scores + self.distance_bias(buckets).permute(0, 3, 1, 2)
+        # Scale q, not the (B, H, T, T) scores: every full-size elementwise op costs as much as the matmul here.
+        scores = (q * self.head_dim**-0.5) @ k.transpose(-1, -2)  # (B, H, T, T)
+        # Indexing the (H, buckets) table by (B, T, T) buckets gives (H, B, T, T); its backward is several times
+        # faster than nn.Embedding's over millions of indices.
+        scores = scores + self.distance_bias.weight.t()[:, buckets].transpose(0, 1)
         # No softmax: SiLU weights divided by the maximum length, a constant, so serving matches training.
-        attention = F.silu(scores) / self.max_len * mask[:, None]
+        attention = F.silu(scores) * (mask[:, None] * (1.0 / self.max_len))
         y = (attention @ v).transpose(1, 2).reshape(batch, length, dim)
         y = self.attention_norm(y) * u
         return x + self.dropout(self.output(y))

@@ -77,12 +77,12 @@ def retrieval_loss(pairs: Pairs, item_tower: ItemTower, config: LossConfig,
     positive_logit = (pairs.query * positive_vectors).sum(-1) / config.temperature
     if config.retrieval == "softmax":
         catalogue = item_tower(torch.arange(n_items, device=pairs.query.device))
-        logits = pairs.query @ catalogue.T / config.temperature  # (P, N)
+        logits = (pairs.query / config.temperature) @ catalogue.T  # (P, N); scaling the (P, d) side is cheaper
         logits[:, 0] = -torch.inf  # the padding item
         per_pair = F.cross_entropy(logits, pairs.positive, reduction="none")
         return scenario_mean(per_pair, pairs.scenario, weight)
     negatives, correction = sample_negatives(pairs, config, n_items, item_log_prob)
-    negative_logits = pairs.query @ item_tower(negatives).T / config.temperature - correction  # (P, n)
+    negative_logits = (pairs.query / config.temperature) @ item_tower(negatives).T - correction  # (P, n)
     negative_logits = negative_logits.masked_fill(pairs.positive[:, None] == negatives[None, :], -torch.inf)
     if config.retrieval == "sampled_softmax":
         logits = torch.cat([positive_logit[:, None], negative_logits], dim=1)
