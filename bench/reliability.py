@@ -76,6 +76,13 @@ class Tally:
     checks_failed: list[str] = field(default_factory=list)
 
 
+def rss_mb(process: subprocess.Popen) -> float:
+    for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 class Cluster:
     """redis-server, the API and two workers, each a process of its own."""
 
@@ -116,12 +123,6 @@ class Cluster:
 
     def restart_worker(self, n: int) -> None:
         self.workers[n] = self._start("worker", "--metrics-port", "0")
-
-    def rss_mb(self, process: subprocess.Popen) -> float:
-        for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
 
     def stop(self) -> None:
         for process in [self.api, *self.workers]:
@@ -284,7 +285,7 @@ def publish_bad_index(cluster: Cluster, kind: str, other_artifacts: Path, tally:
 async def sample_rss(cluster: Cluster, deadline: float, began: float, tally: Tally) -> None:
     """The API's and the never-killed worker's resident memory every 2 s: growth after warm-up is a leak."""
     while time.monotonic() < deadline:
-        tally.rss.append((time.monotonic() - began, cluster.rss_mb(cluster.api), cluster.rss_mb(cluster.workers[1])))
+        tally.rss.append((time.monotonic() - began, rss_mb(cluster.api), rss_mb(cluster.workers[1])))
         await asyncio.sleep(2)
 
 
