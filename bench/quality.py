@@ -2,7 +2,7 @@
 RecTools' own SASRec/HSTU on the same split.
 
     python bench/quality.py [--datasets synthetic,movielens-100k,trivago] [--epochs 40] [--variants ...]
-                            [--rectools sasrec,hstu] [--rectools-epochs N] [--seeds 1] [--quick]
+                            [--patience 10] [--rectools sasrec,hstu] [--rectools-epochs N] [--seeds 1] [--quick]
 
 Results of each (dataset, model, configuration) are cached under bench/.cache/quality, so an interrupted run
 resumes where it stopped.
@@ -73,10 +73,10 @@ VARIANTS = [
 DATASET_CHOICES = {**DATASETS, "synthetic": lambda: synthetic(n_users=2000, n_items=1500)}
 
 
-def run_config(variant: Variant, epochs: int, seed: int = 0) -> RunConfig:
+def run_config(variant: Variant, epochs: int, seed: int = 0, patience: int = 10) -> RunConfig:
     base = RunConfig(model=ModelConfig(dim=64, n_layers=2, n_heads=2, max_len=200, dropout=0.2),
                      loss=LossConfig(n_negatives=256),
-                     train=TrainConfig(epochs=epochs, batch_size=128, lr=1e-3, seed=seed))
+                     train=TrainConfig(epochs=epochs, batch_size=128, lr=1e-3, seed=seed, patience=patience))
     return RunConfig(model=replace(base.model, **variant.model), loss=replace(base.loss, **variant.loss),
                      train=base.train)
 
@@ -105,8 +105,8 @@ def mean_over_seeds(rows: list[dict]) -> dict:
             "ndcg@10_se": statistics.stdev(ndcg) / len(ndcg) ** 0.5 if len(ndcg) > 1 else 0.0}
 
 
-def bench_dataset(name: str, variants: list[Variant], epochs: int, rectools: list[str], rectools_epochs: int,
-                  seeds: int, console) -> list[dict]:
+def bench_dataset(name: str, variants: list[Variant], epochs: int, patience: int, rectools: list[str],
+                  rectools_epochs: int, seeds: int, console) -> list[dict]:
     prepared = DATASET_CHOICES[name]()
     log = load_events(prepared.events, prepared.items)
     split = sample_cases(prepared.split(log), MAX_CASES)
@@ -120,7 +120,7 @@ def bench_dataset(name: str, variants: list[Variant], epochs: int, rectools: lis
             continue
         per_seed = []
         for seed in range(seeds):
-            config = run_config(variant, epochs, seed)
+            config = run_config(variant, epochs, seed, patience)
 
             def train_variant(variant=variant, config=config, seed=seed) -> list[dict]:
                 console.print(f"[bold]{name}[/]: training {variant.label} (seed {seed})")
@@ -193,6 +193,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default="synthetic,movielens-100k,trivago")
     parser.add_argument("--epochs", type=int, default=40, help="upper bound; early stopping ends runs sooner")
+    parser.add_argument("--patience", type=int, default=10,
+                        help="validations without improvement before early stopping (>= --epochs: none)")
     parser.add_argument("--quick", action="store_true", help="synthetic only, SASRec and TBGRecall, 5 epochs")
     parser.add_argument("--variants", help="comma-separated labels to train (default: all)")
     parser.add_argument("--rectools", default="sasrec,hstu", help="RecTools models to run ('' for none)")
@@ -210,8 +212,8 @@ def main() -> None:
     rectools = [] if args.quick else [name for name in args.rectools.split(",") if name]
     results, started = {}, time.perf_counter()
     for name in datasets:
-        results[name] = bench_dataset(name, variants, epochs, rectools, args.rectools_epochs or epochs, args.seeds,
-                                      console)
+        results[name] = bench_dataset(name, variants, epochs, args.patience, rectools, args.rectools_epochs or epochs,
+                                      args.seeds, console)
         print_table(console, name, results[name])
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "quality.json").write_text(json.dumps(results, indent=2))
