@@ -22,10 +22,6 @@ class ItemTower(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         for embedding in (self.item_embedding, self.category_embedding, self.seller_embedding):
             nn.init.normal_(embedding.weight, std=0.05)
-        # Zero biases: with default ones the MLP's output is mostly its biases, shared by every item, so all item
-        # vectors start almost parallel (mean cosine 0.99) and training first spends epochs pulling them apart.
-        for layer in (self.mlp[0], self.mlp[2]):
-            nn.init.zeros_(layer.bias)
 
     def set_side_info(self, category: torch.Tensor, seller: torch.Tensor) -> None:
         self.item_category.copy_(category.long())
