@@ -74,15 +74,16 @@ def retrieval_loss(pairs: Pairs, item_tower: ItemTower, config: LossConfig,
     n_items = item_tower.n_items
     weight = torch.where(pairs.action == SHOW, config.show_weight, 1.0) * pairs.weight
     positive_vectors = item_tower(pairs.positive)
-    positive_logit = (pairs.query * positive_vectors).sum(-1) / config.temperature
+    query = pairs.query / config.temperature  # scaling the (P, d) side is cheaper than any (P, N) logits
+    positive_logit = (query * positive_vectors).sum(-1)
     if config.retrieval == "softmax":
         catalogue = item_tower(torch.arange(n_items, device=pairs.query.device))
-        logits = (pairs.query / config.temperature) @ catalogue.T  # (P, N); scaling the (P, d) side is cheaper
+        logits = query @ catalogue.T  # (P, N)
         logits[:, 0] = -torch.inf  # the padding item
         per_pair = F.cross_entropy(logits, pairs.positive, reduction="none")
         return scenario_mean(per_pair, pairs.scenario, weight)
     negatives, correction = sample_negatives(pairs, config, n_items, item_log_prob)
-    negative_logits = (pairs.query / config.temperature) @ item_tower(negatives).T - correction  # (P, n)
+    negative_logits = query @ item_tower(negatives).T - correction  # (P, n)
     negative_logits = negative_logits.masked_fill(pairs.positive[:, None] == negatives[None, :], -torch.inf)
     if config.retrieval == "sampled_softmax":
         logits = torch.cat([positive_logit[:, None], negative_logits], dim=1)
