@@ -4,8 +4,9 @@ RecTools' own SASRec/HSTU on the same split.
     python bench/quality.py [--datasets synthetic,movielens-100k,trivago] [--epochs 40] [--variants ...]
                             [--patience 10] [--rectools sasrec,hstu] [--rectools-epochs N] [--seeds 1] [--quick]
 
-Results of each (dataset, model, configuration) are cached under bench/.cache/quality, so an interrupted run
-resumes where it stopped.
+Results of each (dataset, model, configuration) are kept as small JSON files in bench/quality_runs/, which git
+tracks: the whole table takes longer than one working session on a 2-core CPU, so an interrupted run resumes where
+it stopped, on this machine or on a fresh clone. Bumping CODE_VERSION (or changing a configuration) retrains.
 
 With `--seeds N` every trained model (ours and RecTools') runs with seeds 0..N-1 and its row holds the means, with
 the standard error of NDCG@10 across seeds: on a thousand test users one seed moves NDCG@10 by several percent.
@@ -30,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rich.table import Table
 
 from bench import rectools_runner
-from bench.datasets import CACHE, DATASETS, synthetic
+from bench.datasets import DATASETS, synthetic
 from cli.console import make_console
 from training.config import LossConfig, ModelConfig, RunConfig, TrainConfig
 from training.contract import load_events
@@ -42,8 +43,9 @@ from training.trainer import train
 
 KS = [10, 50, 100]
 RESULTS = Path(__file__).resolve().parent / "results"
+FINISHED_RUNS = Path(__file__).resolve().parent / "quality_runs"
 MAX_CASES = 3000
-CODE_VERSION = 3  # bump when a change to our models should invalidate their cached results
+CODE_VERSION = 4  # bump when a change to our models should invalidate their cached results
 
 
 @dataclass
@@ -85,7 +87,7 @@ def cached(name: str, label: str, key: dict, compute) -> list[dict]:
     """Rows of one model on one dataset, reused while its configuration is unchanged, so an interrupted run
     resumes and a re-run only trains what changed."""
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-    path = CACHE / "quality" / f"{name}-{label.replace(' ', '_').replace('/', '_')}-{digest}.json"
+    path = FINISHED_RUNS / f"{name}-{label.replace(' ', '_').replace('/', '_')}-{digest}.json"
     if path.exists():
         return json.loads(path.read_text())
     rows = compute()

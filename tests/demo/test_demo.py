@@ -16,7 +16,7 @@ def test_demo_once_reports_recall_above_popularity_and_applies_every_event(tmp_p
     clean = {k: v for k, v in os.environ.items() if not k.startswith("RECALL_") and k != "REDIS_URL"}
     result = subprocess.run(
         [sys.executable, "-m", "cli.main", "demo", "--data", str(tmp_path / "demo"), "--users", "600",
-         "--catalogue", "300", "--epochs", "6", "--replay-users", "150", "--k", "50", "--once", "--json",
+         "--catalogue", "300", "--epochs", "10", "--replay-users", "150", "--k", "50", "--once", "--json",
          str(report_path), "--port", str(free_port())],
         env=clean, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
