@@ -45,7 +45,7 @@ KS = [10, 50, 100]
 RESULTS = Path(__file__).resolve().parent / "results"
 FINISHED_RUNS = Path(__file__).resolve().parent / "quality_runs"
 MAX_CASES = 3000
-CODE_VERSION = 4  # bump when a change to our models should invalidate their cached results
+CODE_VERSION = 5  # bump when a change to our models should invalidate their cached results
 
 
 @dataclass

@@ -14,7 +14,7 @@ from training.popularity import PopularModel
 from training.recommender import EncoderRecommender
 from training.splits import temporal_split
 from training.synth import SynthConfig, generate
-from training.trainer import train
+from training.trainer import train, validation_split
 
 
 def small_config(**train_options) -> RunConfig:
@@ -31,6 +31,17 @@ def test_a_short_training_run_beats_popularity(small_world):
                               [50])
     assert model.overall["recall@50"] > 1.2 * popular.overall["recall@50"]
     assert [row["epoch"] for row in result.history] == list(range(1, len(result.history) + 1))
+
+
+def test_temporal_validation_includes_users_first_seen_in_the_holdout(write_csv):
+    day = 86_400
+    log = load_events(write_csv(
+        [{"user_id": "regular", "timestamp": d * day, "item_id": f"i{d}", "action": "click"} for d in range(1, 10)]
+        + [{"user_id": "newcomer", "timestamp": 10 * day, "item_id": "i1", "action": "click",
+            "context": "paris"}]))
+    # On session data where most users visit once, the newcomers are most of what early stopping can watch.
+    valid = validation_split(log, "temporal", max_cases=100, seed=0)
+    assert list(log.vocabs.users.decode(valid.cases.user)) == ["newcomer"]
 
 
 def test_deterministic_runs_give_the_same_loss(tmp_path):
