@@ -61,7 +61,7 @@ def trivago(data: Path = SHARED_DATA) -> Prepared:
     of the ~107k hotels appears a few times in two days, too rarely for its id embedding alone to learn where it
     belongs."""
 
-    def build() -> tuple[pd.DataFrame, None]:
+    def build() -> tuple[pd.DataFrame, pd.DataFrame]:
         raw = pd.read_parquet(data / "trivago_rsc19_sample" / "trivago_val_100k.parquet")
         clickouts = raw[(raw.action_type == "clickout item") & raw.impressions.notna()].reset_index(drop=True)
         shown = clickouts.impressions.str.split("|")
