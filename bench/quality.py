@@ -107,8 +107,25 @@ def mean_over_seeds(rows: list[dict]) -> dict:
             "ndcg@10_se": statistics.stdev(ndcg) / len(ndcg) ** 0.5 if len(ndcg) > 1 else 0.0}
 
 
-def bench_dataset(name: str, variants: list[Variant], epochs: int, patience: int, rectools: list[str],
-                  rectools_epochs: int, seeds: int, console) -> list[dict]:
+@dataclass
+class Plan:
+    """What to train on every dataset."""
+    variants: list[Variant]
+    epochs: int
+    patience: int
+    rectools: list[str]  # RecTools models to run as peers
+    rectools_epochs: int
+    seeds: int
+
+
+def over_seeds(name: str, label: str, seeds: int, key, compute) -> dict | None:
+    """One row: the model's cached or freshly computed rows for seeds 0..seeds-1, averaged (None if none ran).
+    `key(seed)` is the run's cache key, `compute(seed)` trains and scores it."""
+    rows = [row for seed in range(seeds) for row in cached(name, label, key(seed), lambda seed=seed: compute(seed))]
+    return mean_over_seeds(rows) if rows else None
+
+
+def bench_dataset(name: str, plan: Plan, console) -> list[dict]:
     prepared = DATASET_CHOICES[name]()
     log = load_events(prepared.events, prepared.items)
     split = sample_cases(prepared.split(log), MAX_CASES)
@@ -117,31 +134,30 @@ def bench_dataset(name: str, variants: list[Variant], epochs: int, patience: int
     rows = []
     for result in evaluate(split, [PopularModel().fit(split.train), ContextPopularModel().fit(split.train)], KS):
         rows.append({"model": result.name, **result.overall})
-    for variant in variants:
+    for variant in plan.variants:
         if (variant.needs_context and not has_context) or (variant.needs_sessions and not has_sessions):
             continue
-        per_seed = []
-        for seed in range(seeds):
-            config = run_config(variant, epochs, seed, patience)
 
-            def train_variant(variant=variant, config=config, seed=seed) -> list[dict]:
-                console.print(f"[bold]{name}[/]: training {variant.label} (seed {seed})")
-                trained = train(split.train, config, protocol=prepared.protocol)
-                result = evaluate(split, [EncoderRecommender(trained.model, split.train, name=variant.label)],
-                                  KS)[0]
-                return [{"model": variant.label, **result.overall, "train_seconds": trained.seconds,
-                         "sequences_per_second": trained.sequences_per_second, "epochs": len(trained.history)}]
+        def config_of(seed: int, variant=variant) -> RunConfig:
+            return run_config(variant, plan.epochs, seed, plan.patience)
 
-            per_seed += cached(name, variant.label, {**config.to_dict(), "code": CODE_VERSION}, train_variant)
-        rows.append(mean_over_seeds(per_seed))
-    for model_name in rectools:
-        per_seed = []
-        for seed in range(seeds):
-            per_seed += cached(name, f"rectools-{model_name}", {"epochs": rectools_epochs, "seed": seed},
-                               lambda model_name=model_name, seed=seed:
-                               rectools_runner.evaluate_peer(split, model_name, KS, rectools_epochs, console, seed))
-        if per_seed:  # empty when RecTools could not be installed
-            rows.append(mean_over_seeds(per_seed))
+        def train_variant(seed: int, variant=variant) -> list[dict]:
+            console.print(f"[bold]{name}[/]: training {variant.label} (seed {seed})")
+            trained = train(split.train, config_of(seed), protocol=prepared.protocol)
+            result = evaluate(split, [EncoderRecommender(trained.model, split.train, name=variant.label)], KS)[0]
+            return [{"model": variant.label, **result.overall, "train_seconds": trained.seconds,
+                     "sequences_per_second": trained.sequences_per_second, "epochs": len(trained.history)}]
+
+        rows.append(over_seeds(name, variant.label, plan.seeds,
+                               lambda seed, config_of=config_of: {**config_of(seed).to_dict(), "code": CODE_VERSION},
+                               train_variant))
+    for model_name in plan.rectools:
+        row = over_seeds(name, f"rectools-{model_name}", plan.seeds,
+                         lambda seed: {"epochs": plan.rectools_epochs, "seed": seed},
+                         lambda seed, model_name=model_name: rectools_runner.evaluate_peer(
+                             split, model_name, KS, plan.rectools_epochs, console, seed))
+        if row is not None:  # None when RecTools could not be installed
+            rows.append(row)
     return rows
 
 
@@ -212,10 +228,10 @@ def main() -> None:
         variants = [variant for variant in variants if variant.label in wanted]
     epochs = 5 if args.quick else args.epochs
     rectools = [] if args.quick else [name for name in args.rectools.split(",") if name]
+    plan = Plan(variants, epochs, args.patience, rectools, args.rectools_epochs or epochs, args.seeds)
     results, started = {}, time.perf_counter()
     for name in datasets:
-        results[name] = bench_dataset(name, variants, epochs, args.patience, rectools, args.rectools_epochs or epochs,
-                                      args.seeds, console)
+        results[name] = bench_dataset(name, plan, console)
         print_table(console, name, results[name])
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "quality.json").write_text(json.dumps(results, indent=2))
