@@ -57,13 +57,16 @@ class Variant:
     needs_sessions: bool = False  # ... when sessions hold several items (else it equals the full model)
 
 
+# Full softmax over the catalogue wants a softer temperature than 256 sampled negatives: on MovieLens-100K
+# validation, TBGRecall reached NDCG@10 0.095 at 0.05, 0.108 at 0.1 and 0.104 at 0.2 (see BENCHMARKS.md).
+SOFTMAX = {"retrieval": "softmax", "temperature": 0.1}
 TBGRECALL = Variant("TBGRecall", {}, {})
 VARIANTS = [
-    Variant("SASRec (softmax)", {"encoder": "sasrec"}, {"retrieval": "softmax"}),
+    Variant("SASRec (softmax)", {"encoder": "sasrec"}, SOFTMAX),
     Variant("SASRec (gBCE)", {"encoder": "sasrec"}, {"retrieval": "gbce"}),
-    Variant("BERT4Rec (softmax)", {"encoder": "bert4rec"}, {"retrieval": "softmax"}),
+    Variant("BERT4Rec (softmax)", {"encoder": "bert4rec"}, SOFTMAX),
     TBGRECALL,
-    Variant("TBGRecall (softmax)", {}, {"retrieval": "softmax"}),
+    Variant("TBGRecall (softmax)", {}, SOFTMAX),
     Variant("TBGRecall - context", {"use_context": False}, {}, needs_context=True),
     Variant("TBGRecall learned positions", {"positions": "learned"}, {}),
     Variant("TBGRecall causal mask", {"attention_mask": "causal"}, {}, needs_sessions=True),
