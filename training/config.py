@@ -35,8 +35,8 @@ class LossConfig:
     n_negatives: int = 256
     negatives: str = "uniform"  # uniform | in-batch (with logQ correction)
     gbce_t: float = 0.75  # gBCE calibration
-    # Scores are cosine / temperature. 0.05 suits 256 sampled negatives; the full softmax learns faster and
-    # higher at 0.1 (MovieLens-100K validation NDCG@10: 0.095 at 0.05, 0.108 at 0.1, 0.104 at 0.2).
+    # Scores are cosine / temperature. Every sampled-softmax run so far used 0.05 (0.1 is untried there); the
+    # full softmax does better at 0.1, which bench/quality.py uses (BENCHMARKS.md, MovieLens-100K).
     temperature: float = 0.05
     show_weight: float = 1.0  # weight of shown-not-acted positives in the retrieval loss (acted ones weigh 1)
     click_weight: float = 1.0  # L_click (TBGRecall only: needs shown-not-clicked items)
