@@ -14,7 +14,8 @@ import pandas as pd
 
 from training.columns import CLICK
 from training.metrics import summarize
-from training.splits import Split
+from training.popularity import PopularModel
+from training.splits import Split, viewed_items
 
 BENCH = Path(__file__).resolve().parent
 VENV = BENCH / ".cache" / "rectools-venv"
@@ -30,20 +31,28 @@ def ensure_venv(console) -> Path | None:
 
 
 def evaluate_peer(split: Split, model: str, ks: list[int], epochs: int, console, seed: int = 0) -> list[dict]:
-    """Train RecTools' `model` ("sasrec" or "hstu") on the split's acted events; one result row, or none."""
+    """Train RecTools' `model` ("sasrec" or "hstu") on the split's acted events; one result row, or none.
+
+    RecTools cannot recommend for a user it never saw act (a new user, or one who was only shown items), so those
+    test users get the popularity list instead, as a deployment of it would; the row's label says how many."""
     python = ensure_venv(console)
     if python is None:
         return []
     train = split.train
     acted = train.action >= CLICK
+    case_users = np.unique(split.cases.user)
+    warm_users = case_users[np.isin(case_users, train.user[acted])]
+    cold_share = 1.0 - len(warm_users) / len(case_users)
+    if cold_share:
+        console.print(f"RecTools {model}: {len(case_users) - len(warm_users)} of {len(case_users)} test users "
+                      "never acted in training; they get the popularity list")
     with tempfile.TemporaryDirectory() as directory:
         folder = Path(directory)
         # Real seconds where the data has them (HSTU's time attention reads them), else our event order.
         order = train.timestamp[acted] if train.has_timestamp else np.arange(int(acted.sum()))
         pd.DataFrame({"user_id": train.user[acted].astype(np.int64), "item_id": train.item[acted].astype(np.int64),
                       "timestamp": order.astype(np.int64), "weight": 1.0}).to_parquet(folder / "train.parquet")
-        pd.DataFrame({"user_id": np.unique(split.cases.user).astype(np.int64)}).to_csv(folder / "users.csv",
-                                                                                      index=False)
+        pd.DataFrame({"user_id": warm_users.astype(np.int64)}).to_csv(folder / "users.csv", index=False)
         command = [str(python), str(BENCH / "rectools_peer.py"), "--train", str(folder / "train.parquet"),
                    "--users", str(folder / "users.csv"), "--out", str(folder / "recs.csv"),
                    "--json", str(folder / "meta.json"), "--model", model, "--dim", "64", "--layers", "2",
@@ -56,19 +65,25 @@ def evaluate_peer(split: Split, model: str, ks: list[int], epochs: int, console,
             return []
         recs = pd.read_csv(folder / "recs.csv")
         meta = json.loads((folder / "meta.json").read_text())
-    recommended = _as_matrix(recs, split.cases.user, max(ks))
+    recommended = with_popular_for_cold(recs, split, max(ks))
     metrics = summarize(recommended, split.cases, ks, train.n_items)
     label = f"RecTools {'SASRec' if model == 'sasrec' else 'HSTU'} (softmax)"
+    if cold_share:
+        label += f", popular for {cold_share:.0%} cold users"
     return [{"model": label, **metrics, "train_seconds": meta.get("train_seconds", time.perf_counter() - started),
              "sequences_per_second": meta.get("sequences_per_second", 0.0), "epochs": meta.get("epochs", epochs)}]
 
 
-def _as_matrix(recs: pd.DataFrame, users: np.ndarray, k: int) -> np.ndarray:
-    """(n_cases, k) item codes in case order from a user_id,item_id,rank table (0 where fewer than k)."""
+def with_popular_for_cold(recs: pd.DataFrame, split: Split, k: int) -> np.ndarray:
+    """(n_cases, k) item codes in case order: the user's rows of a user_id,item_id,rank table, or for a user absent
+    from it the most popular items they have not acted on (0 pads a shorter list)."""
+    users = split.cases.user
+    _, matrix = PopularModel().fit(split.train).recommend(split.cases, k, viewed_items(split.train, users))
+    matrix = matrix.astype(np.int64)
     recs = recs.sort_values(["user_id", "rank"])
-    matrix = np.zeros((len(users), k), dtype=np.int64)
-    by_user = {user: group.item_id.to_numpy()[:k] for user, group in recs.groupby("user_id")}
-    for row, user in enumerate(users):
-        items = by_user.get(int(user), np.zeros(0, dtype=np.int64))
-        matrix[row, : len(items)] = items
+    for user, group in recs.groupby("user_id"):
+        items = group.item_id.to_numpy()[:k]
+        rows = users == user
+        matrix[rows] = 0
+        matrix[rows, : len(items)] = items
     return matrix
