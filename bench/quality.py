@@ -217,7 +217,7 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=10,
                         help="validations without improvement before early stopping (>= --epochs: none)")
     parser.add_argument("--quick", action="store_true", help="synthetic only, SASRec and TBGRecall, 5 epochs")
-    parser.add_argument("--variants", help="comma-separated labels to train (default: all)")
+    parser.add_argument("--variants", help="comma-separated labels to train (default: all; '' for none)")
     parser.add_argument("--rectools", default="sasrec,hstu", help="RecTools models to run ('' for none)")
     parser.add_argument("--rectools-epochs", type=int,
                         help="RecTools trains this many epochs, without early stopping (default: --epochs)")
@@ -226,8 +226,10 @@ def main() -> None:
     console = make_console()
     datasets = ["synthetic"] if args.quick else args.datasets.split(",")
     variants = [VARIANTS[0], TBGRECALL] if args.quick else VARIANTS
-    if args.variants:
-        wanted = set(args.variants.split(","))
+    if args.variants is not None:
+        wanted = {label for label in args.variants.split(",") if label}
+        if unknown := wanted - {variant.label for variant in VARIANTS}:
+            parser.error(f"--variants: no variant named {', '.join(sorted(unknown))}")
         variants = [variant for variant in variants if variant.label in wanted]
     epochs = 5 if args.quick else args.epochs
     rectools = [] if args.quick else [name for name in args.rectools.split(",") if name]
