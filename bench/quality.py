@@ -122,6 +122,7 @@ class Plan:
     rectools: list[str]  # RecTools models to run as peers
     rectools_epochs: int
     seeds: int
+    train_missing: bool = True  # False: only runs already in bench/quality_runs; the others show as not run yet
 
 
 def over_seeds(name: str, label: str, seeds: int, key, compute) -> dict | None:
@@ -154,16 +155,20 @@ def bench_dataset(name: str, plan: Plan, console) -> list[dict]:
             return [{"model": variant.label, **result.overall, "train_seconds": trained.seconds,
                      "sequences_per_second": trained.sequences_per_second, "epochs": len(trained.history)}]
 
-        rows.append(over_seeds(name, variant.label, plan.seeds,
-                               lambda seed, config_of=config_of: {**config_of(seed).to_dict(), "code": CODE_VERSION},
-                               train_variant))
+        row = over_seeds(name, variant.label, plan.seeds,
+                         lambda seed, config_of=config_of: {**config_of(seed).to_dict(), "code": CODE_VERSION},
+                         train_variant if plan.train_missing else lambda seed: [])
+        rows.append(row or {"model": variant.label, "missing": True})
     for model_name in plan.rectools:
         row = over_seeds(name, f"rectools-{model_name}", plan.seeds,
                          lambda seed: {"epochs": plan.rectools_epochs, "seed": seed},
                          lambda seed, model_name=model_name: rectools_runner.evaluate_peer(
-                             split, model_name, KS, plan.rectools_epochs, console, seed))
-        if row is not None:  # None when RecTools could not be installed
+                             split, model_name, KS, plan.rectools_epochs, console, seed)
+                         if plan.train_missing else [])
+        if row is not None:
             rows.append(row)
+        elif not plan.train_missing:  # (when training, None means RecTools could not be installed: no row)
+            rows.append({"model": rectools_runner.LABELS[model_name], "missing": True})
     return rows
 
 
@@ -172,26 +177,31 @@ def ndcg_cell(row: dict) -> str:
     return f"{row['ndcg@10']:.4f}" + (f" ± {se:.4f}" if se else "")
 
 
+COLUMNS = ("model", "Recall@10", "Recall@50", "Recall@100", "NDCG@10", "train s", "seq/s", "epochs")
+
+
+def cells(row: dict) -> list[str]:
+    """The row's cells under COLUMNS; a run not made yet says so."""
+    if row.get("missing"):
+        return [row["model"], "not run yet", *[""] * (len(COLUMNS) - 2)]
+    return [row["model"], *(f"{row[f'recall@{k}']:.4f}" for k in KS), ndcg_cell(row),
+            *(f"{row[key]:.0f}" if key in row else "" for key in ("train_seconds", "sequences_per_second", "epochs"))]
+
+
 def print_table(console, name: str, rows: list[dict]) -> None:
     table = Table(title=f"{name}: recall quality")
-    for column in ("model", "Recall@10", "Recall@50", "Recall@100", "NDCG@10", "train s", "seq/s", "epochs"):
+    for column in COLUMNS:
         table.add_column(column, justify="left" if column == "model" else "right")
     for row in rows:
-        table.add_row(row["model"], *(f"{row[f'recall@{k}']:.4f}" for k in KS), ndcg_cell(row),
-                      *(f"{row[key]:.0f}" if key in row else "" for key in
-                        ("train_seconds", "sequences_per_second", "epochs")))
+        table.add_row(*cells(row))
     console.print(table)
 
 
 def markdown(results: dict[str, list[dict]], command: str) -> str:
     lines = [f"Made by `{command}` on a 2-core CPU.", ""]
     for name, rows in results.items():
-        lines += [f"### {name}", "", "| model | Recall@10 | Recall@50 | Recall@100 | NDCG@10 | train s | seq/s |",
-                  "|---|---:|---:|---:|---:|---:|---:|"]
-        for row in rows:
-            timing = [f"{row[key]:.0f}" if key in row else "" for key in ("train_seconds", "sequences_per_second")]
-            lines.append(f"| {row['model']} | " + " | ".join(f"{row[f'recall@{k}']:.4f}" for k in KS)
-                         + f" | {ndcg_cell(row)} | " + " | ".join(timing) + " |")
+        lines += [f"### {name}", "", "| " + " | ".join(COLUMNS) + " |", "|---" + "|---:" * (len(COLUMNS) - 1) + "|"]
+        lines += ["| " + " | ".join(cells(row)) + " |" for row in rows]
         lines.append("")
     return "\n".join(lines)
 
@@ -204,6 +214,7 @@ def plot(results: dict[str, list[dict]], path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 5), squeeze=False)
     for axis, (name, rows) in zip(axes[0], results.items(), strict=True):
+        rows = [row for row in rows if not row.get("missing")]
         labels = [row["model"] for row in rows]
         axis.barh(labels, [row["recall@50"] for row in rows], color="tab:blue")
         axis.invert_yaxis()
@@ -226,6 +237,8 @@ def main() -> None:
     parser.add_argument("--rectools-epochs", type=int, default=30,
                         help="RecTools trains this many epochs, without early stopping")
     parser.add_argument("--seeds", type=int, default=1, help="seeds per trained model; rows hold their means")
+    parser.add_argument("--cached-only", action="store_true",
+                        help="train nothing: show the runs already in bench/quality_runs, the others as not run yet")
     args = parser.parse_args()
     console = make_console()
     datasets = ["synthetic"] if args.quick else args.datasets.split(",")
@@ -237,7 +250,8 @@ def main() -> None:
         variants = [variant for variant in variants if variant.label in wanted]
     epochs = 5 if args.quick else args.epochs
     rectools = [] if args.quick else [name for name in args.rectools.split(",") if name]
-    plan = Plan(variants, epochs, args.patience, rectools, args.rectools_epochs, args.seeds)
+    plan = Plan(variants, epochs, args.patience, rectools, args.rectools_epochs, args.seeds,
+                not args.cached_only)
     results, started = {}, time.perf_counter()
     for name in datasets:
         results[name] = bench_dataset(name, plan, console)

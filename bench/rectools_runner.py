@@ -19,6 +19,7 @@ from training.splits import Split, viewed_items
 
 BENCH = Path(__file__).resolve().parent
 VENV = BENCH / ".cache" / "rectools-venv"
+LABELS = {"sasrec": "RecTools SASRec (softmax)", "hstu": "RecTools HSTU (softmax)"}
 
 
 def ensure_venv(console) -> Path | None:
@@ -67,7 +68,7 @@ def evaluate_peer(split: Split, model: str, ks: list[int], epochs: int, console,
         meta = json.loads((folder / "meta.json").read_text())
     recommended = with_popular_for_cold(recs, split, max(ks))
     metrics = summarize(recommended, split.cases, ks, train.n_items)
-    label = f"RecTools {'SASRec' if model == 'sasrec' else 'HSTU'} (softmax)"
+    label = LABELS[model]
     if cold_share:
         label += f", popular for {cold_share:.0%} cold users"
     return [{"model": label, **metrics, "train_seconds": meta.get("train_seconds", time.perf_counter() - started),

@@ -1,6 +1,6 @@
 import pytest
 
-from bench.quality import mean_over_seeds, ndcg_cell
+from bench.quality import markdown, mean_over_seeds, ndcg_cell
 
 
 def test_rows_of_several_seeds_become_their_mean_with_a_standard_error():
@@ -17,3 +17,12 @@ def test_rows_of_several_seeds_become_their_mean_with_a_standard_error():
 def test_a_single_seed_shows_no_error_bar():
     merged = mean_over_seeds([{"model": "SASRec", "ndcg@10": 0.08}])
     assert merged["ndcg@10_se"] == 0.0 and ndcg_cell(merged) == "0.0800"
+
+
+def test_the_markdown_table_marks_runs_not_made_yet_and_keeps_its_columns():
+    finished = {"model": "popular", "recall@10": 0.05, "recall@50": 0.18, "recall@100": 0.26, "ndcg@10": 0.04}
+    text = markdown({"synthetic": [finished, {"model": "TBGRecall", "missing": True}]}, "python bench/quality.py")
+    table = [line for line in text.splitlines() if line.startswith("|")]
+    assert "| popular | 0.0500 | 0.1800 | 0.2600 | 0.0400 |" in text
+    assert "| TBGRecall | not run yet |" in text
+    assert len({line.count("|") for line in table}) == 1  # header, rule and every row have the same columns
