@@ -89,13 +89,15 @@ def run_config(variant: Variant, epochs: int, seed: int = 0, patience: int = 10)
                      train=base.train)
 
 
-def cached(name: str, label: str, key: dict, compute) -> list[dict]:
+def cached(name: str, label: str, key: dict, compute, train_missing: bool = True) -> list[dict]:
     """Rows of one model on one dataset, reused while its configuration is unchanged, so an interrupted run
-    resumes and a re-run only trains what changed."""
+    resumes and a re-run only trains what changed. With `train_missing` False a run not yet made has no rows."""
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     path = FINISHED_RUNS / f"{name}-{label.replace(' ', '_').replace('/', '_')}-{digest}.json"
     if path.exists():
         return json.loads(path.read_text())
+    if not train_missing:
+        return []
     rows = compute()
     if rows:  # no rows: the model could not run (RecTools not installable); try again next time
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -125,10 +127,11 @@ class Plan:
     train_missing: bool = True  # False: only runs already in bench/quality_runs; the others show as not run yet
 
 
-def over_seeds(name: str, label: str, seeds: int, key, compute) -> dict | None:
-    """One row: the model's cached or freshly computed rows for seeds 0..seeds-1, averaged (None if none ran).
-    `key(seed)` is the run's cache key, `compute(seed)` trains and scores it."""
-    rows = [row for seed in range(seeds) for row in cached(name, label, key(seed), lambda seed=seed: compute(seed))]
+def over_seeds(name: str, label: str, plan: Plan, key, compute) -> dict | None:
+    """One row: the model's cached or (as the plan says) freshly computed rows for seeds 0..plan.seeds-1, averaged
+    (None if none ran). `key(seed)` is the run's cache key, `compute(seed)` trains and scores it."""
+    rows = [row for seed in range(plan.seeds)
+            for row in cached(name, label, key(seed), lambda seed=seed: compute(seed), plan.train_missing)]
     return mean_over_seeds(rows) if rows else None
 
 
@@ -155,16 +158,15 @@ def bench_dataset(name: str, plan: Plan, console) -> list[dict]:
             return [{"model": variant.label, **result.overall, "train_seconds": trained.seconds,
                      "sequences_per_second": trained.sequences_per_second, "epochs": len(trained.history)}]
 
-        row = over_seeds(name, variant.label, plan.seeds,
+        row = over_seeds(name, variant.label, plan,
                          lambda seed, config_of=config_of: {**config_of(seed).to_dict(), "code": CODE_VERSION},
-                         train_variant if plan.train_missing else lambda seed: [])
+                         train_variant)
         rows.append(row or {"model": variant.label, "missing": True})
     for model_name in plan.rectools:
-        row = over_seeds(name, f"rectools-{model_name}", plan.seeds,
+        row = over_seeds(name, f"rectools-{model_name}", plan,
                          lambda seed: {"epochs": plan.rectools_epochs, "seed": seed},
                          lambda seed, model_name=model_name: rectools_runner.evaluate_peer(
-                             split, model_name, KS, plan.rectools_epochs, console, seed)
-                         if plan.train_missing else [])
+                             split, model_name, KS, plan.rectools_epochs, console, seed))
         if row is not None:
             rows.append(row)
         elif not plan.train_missing:  # (when training, None means RecTools could not be installed: no row)

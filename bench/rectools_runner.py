@@ -81,10 +81,11 @@ def with_popular_for_cold(recs: pd.DataFrame, split: Split, k: int) -> np.ndarra
     users = split.cases.user
     _, matrix = PopularModel().fit(split.train).recommend(split.cases, k, viewed_items(split.train, users))
     matrix = matrix.astype(np.int64)
-    recs = recs.sort_values(["user_id", "rank"])
-    for user, group in recs.groupby("user_id"):
-        items = group.item_id.to_numpy()[:k]
-        rows = users == user
-        matrix[rows] = 0
-        matrix[rows, : len(items)] = items
+    top = recs.sort_values(["user_id", "rank"]).groupby("user_id").head(k)
+    rec_users, user_row = np.unique(top.user_id.to_numpy(), return_inverse=True)
+    rec_items = np.zeros((len(rec_users), k), dtype=np.int64)
+    rec_items[user_row, top.groupby("user_id").cumcount().to_numpy()] = top.item_id.to_numpy()
+    found = np.searchsorted(rec_users, users).clip(max=max(len(rec_users) - 1, 0))
+    warm = (rec_users[found] == users) if len(rec_users) else np.zeros(len(users), dtype=bool)
+    matrix[warm] = rec_items[found[warm]]
     return matrix
