@@ -16,11 +16,16 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from training.columns import CLICK, PAY, SHOW
 from training.config import LossConfig
 from training.item_tower import ItemTower
 from training.pairs import Pairs
+
+# Most (pairs x catalogue) logits the full softmax holds at once (256 MB of float32). TBGRecall on a session log
+# has a pair per shown item: 50k pairs over a 100k-item catalogue would be 20 GB of logits in one piece.
+SOFTMAX_CHUNK_LOGITS = 2**26
 
 
 @dataclass
@@ -68,6 +73,24 @@ def sample_negatives(pairs: Pairs, config: LossConfig, n_items: int,
     return negatives, torch.zeros(len(negatives), device=device)
 
 
+def _softmax_chunk(query: torch.Tensor, catalogue: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+    logits = query @ catalogue.T  # (P, N)
+    logits[:, 0] = -torch.inf  # the padding item
+    return F.cross_entropy(logits, positive, reduction="none")
+
+
+def full_softmax_loss(query: torch.Tensor, catalogue: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+    """(P,) cross-entropy of each pair's positive against the whole catalogue (N, d). Beyond
+    SOFTMAX_CHUNK_LOGITS the pairs go in chunks whose logits are recomputed in the backward pass instead of
+    kept, so memory stays bounded whatever the catalogue size (at the cost of one more matmul)."""
+    rows = max(1, SOFTMAX_CHUNK_LOGITS // len(catalogue))
+    if len(query) <= rows:
+        return _softmax_chunk(query, catalogue, positive)
+    return torch.cat([checkpoint(_softmax_chunk, query[start:start + rows], catalogue, positive[start:start + rows],
+                                 use_reentrant=False)
+                      for start in range(0, len(query), rows)])
+
+
 def retrieval_loss(pairs: Pairs, item_tower: ItemTower, config: LossConfig,
                    item_log_prob: torch.Tensor | None = None) -> torch.Tensor:
     """The encoder's main loss: retrieve each pair's positive item from the catalogue."""
@@ -78,9 +101,7 @@ def retrieval_loss(pairs: Pairs, item_tower: ItemTower, config: LossConfig,
     positive_logit = (query * positive_vectors).sum(-1)
     if config.retrieval == "softmax":
         catalogue = item_tower(torch.arange(n_items, device=pairs.query.device))
-        logits = query @ catalogue.T  # (P, N)
-        logits[:, 0] = -torch.inf  # the padding item
-        per_pair = F.cross_entropy(logits, pairs.positive, reduction="none")
+        per_pair = full_softmax_loss(query, catalogue, pairs.positive)
         return scenario_mean(per_pair, pairs.scenario, weight)
     negatives, correction = sample_negatives(pairs, config, n_items, item_log_prob)
     negative_logits = query @ item_tower(negatives).T - correction  # (P, n)

@@ -1,4 +1,5 @@
-"""Losses: gBCE against its formula, and the task terms vanishing when a batch has nothing to learn from."""
+"""Losses: gBCE against its formula, the full softmax in chunks, and the task terms vanishing when a batch has nothing
+to learn from."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from training import losses
 from training.columns import CLICK, PAY, SHOW
 from training.config import LossConfig
 from training.item_tower import ItemTower
-from training.losses import binary_negatives_loss, gbce_beta, scenario_mean, total_loss
+from training.losses import binary_negatives_loss, full_softmax_loss, gbce_beta, scenario_mean, total_loss
 from training.pairs import Pairs
 
 
@@ -73,3 +75,19 @@ def test_every_retrieval_loss_is_finite_and_differentiable(retrieval, negatives)
     terms = total_loss(pairs, tower, config, torch.zeros(2), torch.log(torch.full((20,), 1 / 20)))
     terms.total.backward()
     assert math.isfinite(terms.retrieval) and pairs.query.grad is not None
+
+
+def test_full_softmax_in_chunks_gives_the_same_loss_and_gradients(monkeypatch):
+    # A large catalogue goes through the softmax in memory-bounded chunks; training must not notice.
+    torch.manual_seed(0)
+    query = torch.randn(10, 8, requires_grad=True)
+    catalogue = F.normalize(torch.randn(30, 8), dim=-1).requires_grad_(True)
+    positive = torch.randint(1, 30, (10,))
+    whole = full_softmax_loss(query, catalogue, positive)
+    whole_grads = torch.autograd.grad(whole.sum(), [query, catalogue])
+    monkeypatch.setattr(losses, "SOFTMAX_CHUNK_LOGITS", 3 * 30)  # three pairs per chunk
+    chunked = full_softmax_loss(query, catalogue, positive)
+    chunked_grads = torch.autograd.grad(chunked.sum(), [query, catalogue])
+    torch.testing.assert_close(chunked, whole)
+    for chunked_grad, whole_grad in zip(chunked_grads, whole_grads, strict=True):
+        torch.testing.assert_close(chunked_grad, whole_grad)
