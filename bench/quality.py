@@ -69,8 +69,8 @@ VARIANTS = [
     Variant("SASRec (gBCE)", {"encoder": "sasrec"}, {"retrieval": "gbce"}),
     Variant("BERT4Rec (softmax)", {"encoder": "bert4rec"}, SOFTMAX),
     TBGRECALL,
-    # TBGRecall has a pair per shown item, each scored against the whole catalogue: on trivago's 107k hotels one
-    # batch took 7 minutes on a CPU core, over an hour per epoch.
+    # TBGRecall has a pair per shown item, each scored against the whole catalogue: on trivago's 107k hotels a
+    # batch of 40k pairs took 7 minutes on a shared CPU core, which makes an epoch hours long.
     Variant("TBGRecall (softmax)", {}, SOFTMAX, cpu_max_items=20_000),
     Variant("TBGRecall - context", {"use_context": False}, {}, needs_context=True),
     Variant("TBGRecall learned positions", {"positions": "learned"}, {}),
