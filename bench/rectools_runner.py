@@ -31,7 +31,8 @@ def ensure_venv(console) -> Path | None:
     return VENV / "bin" / "python"
 
 
-def evaluate_peer(split: Split, model: str, ks: list[int], epochs: int, console, seed: int = 0) -> list[dict]:
+def evaluate_peer(split: Split, model: str, ks: list[int], epochs: int, console, seed: int = 0,
+                  max_len: int = 200) -> list[dict]:
     """Train RecTools' `model` ("sasrec" or "hstu") on the split's acted events; one result row, or none.
 
     RecTools cannot recommend for a user it never saw act (a new user, or one who was only shown items), so those
@@ -57,7 +58,7 @@ def evaluate_peer(split: Split, model: str, ks: list[int], epochs: int, console,
         command = [str(python), str(BENCH / "rectools_peer.py"), "--train", str(folder / "train.parquet"),
                    "--users", str(folder / "users.csv"), "--out", str(folder / "recs.csv"),
                    "--json", str(folder / "meta.json"), "--model", model, "--dim", "64", "--layers", "2",
-                   "--heads", "2", "--max-len", "200", "--epochs", str(epochs), "--k", str(max(ks)),
+                   "--heads", "2", "--max-len", str(max_len), "--epochs", str(epochs), "--k", str(max(ks)),
                    "--loss", "softmax", "--seed", str(seed)]
         started = time.perf_counter()
         result = subprocess.run(command, capture_output=True, text=True)
