@@ -57,7 +57,7 @@ class Variant:
     loss: dict
     needs_context: bool = False  # an ablation that only means something when the data has contexts
     needs_sessions: bool = False  # ... when sessions hold several items (else it equals the full model)
-    cpu_max_items: int | None = None  # larger catalogues train only on a GPU (the table says so)
+    cpu_max_items: int | None = None  # larger catalogues train only on a GPU (the table says so, and why)
 
 
 # Full softmax over the catalogue wants a softer temperature than 256 sampled negatives: on MovieLens-100K
@@ -133,7 +133,7 @@ class Plan:
     rectools: list[str]  # RecTools models to run as peers
     rectools_epochs: int
     seeds: int
-    train_missing: bool = True  # False: only runs already in bench/quality_runs; the others show as not run yet
+    train_missing: bool = True  # False: only runs already in bench/quality_runs; the others say why they are missing
 
 
 def over_seeds(name: str, label: str, plan: Plan, key, compute) -> dict | None:
@@ -156,10 +156,8 @@ def bench_dataset(name: str, plan: Plan, console) -> list[dict]:
     for variant in plan.variants:
         if (variant.needs_context and not has_context) or (variant.needs_sessions and not has_sessions):
             continue
-        too_big = (variant.cpu_max_items is not None and log.n_items > variant.cpu_max_items
-                   and not torch.cuda.is_available())
-        if too_big and plan.train_missing:
-            console.print(f"{name}: {variant.label} trains only on a GPU for {log.n_items:,} items")
+        needs_gpu = (variant.cpu_max_items is not None and log.n_items > variant.cpu_max_items
+                     and not torch.cuda.is_available())
 
         def config_of(seed: int, variant=variant) -> RunConfig:
             return run_config(variant, plan.epochs or EPOCHS[name], seed, plan.patience)
@@ -171,11 +169,14 @@ def bench_dataset(name: str, plan: Plan, console) -> list[dict]:
             return [{"model": variant.label, **result.overall, "train_seconds": trained.seconds,
                      "sequences_per_second": trained.sequences_per_second, "epochs": len(trained.history)}]
 
-        row = over_seeds(name, variant.label, replace(plan, train_missing=plan.train_missing and not too_big),
+        row = over_seeds(name, variant.label, replace(plan, train_missing=plan.train_missing and not needs_gpu),
                          lambda seed, config_of=config_of: {**config_of(seed).to_dict(), "code": CODE_VERSION},
                          train_variant)
-        rows.append(row or {"model": variant.label, "missing": f"needs a GPU: full softmax over {log.n_items:,} items"
-                            if too_big else NOT_RUN})
+        if row is None and needs_gpu:
+            row = {"model": variant.label, "missing": f"needs a GPU for {log.n_items:,} items"}
+            if plan.train_missing:
+                console.print(f"{name}: {variant.label} not trained: it {row['missing']}")
+        rows.append(row or {"model": variant.label, "missing": NOT_RUN})
     rectools_max_len = RECTOOLS_MAX_LEN.get(name, 200)
     for model_name in plan.rectools:
         row = over_seeds(name, f"rectools-{model_name}", plan,
@@ -255,7 +256,7 @@ def main() -> None:
                         help="RecTools trains this many epochs, without early stopping")
     parser.add_argument("--seeds", type=int, default=1, help="seeds per trained model; rows hold their means")
     parser.add_argument("--cached-only", action="store_true",
-                        help="train nothing: show the runs already in bench/quality_runs, the others as not run yet")
+                        help="train nothing: show the runs already in bench/quality_runs, the others as missing")
     args = parser.parse_args()
     console = make_console()
     datasets = ["synthetic"] if args.quick else args.datasets.split(",")

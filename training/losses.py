@@ -23,8 +23,9 @@ from training.config import LossConfig
 from training.item_tower import ItemTower
 from training.pairs import Pairs
 
-# Most (pairs x catalogue) logits the full softmax holds at once (256 MB of float32). TBGRecall on a session log
-# has a pair per shown item: 50k pairs over a 100k-item catalogue would be 20 GB of logits in one piece.
+# Most (pairs x catalogue) logits the full softmax computes at once (256 MB of float32, a few such tensors with its
+# gradient). TBGRecall on a session log has a pair per shown item: 50k pairs over a 100k-item catalogue would be
+# 20 GB of logits in one piece.
 SOFTMAX_CHUNK_LOGITS = 2**26
 
 
@@ -82,7 +83,7 @@ def _softmax_chunk(query: torch.Tensor, catalogue: torch.Tensor, positive: torch
 def full_softmax_loss(query: torch.Tensor, catalogue: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
     """(P,) cross-entropy of each pair's positive against the whole catalogue (N, d). Beyond
     SOFTMAX_CHUNK_LOGITS the pairs go in chunks whose logits are recomputed in the backward pass instead of
-    kept, so memory stays bounded whatever the catalogue size (at the cost of one more matmul)."""
+    kept, so memory stays bounded however many pairs a batch has (at the cost of one more matmul)."""
     rows = max(1, SOFTMAX_CHUNK_LOGITS // len(catalogue))
     if len(query) <= rows:
         return _softmax_chunk(query, catalogue, positive)

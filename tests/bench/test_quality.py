@@ -1,6 +1,7 @@
 import pytest
 
-from bench.quality import markdown, mean_over_seeds, ndcg_cell
+from bench import quality
+from bench.quality import cached, markdown, mean_over_seeds, ndcg_cell
 
 
 def test_rows_of_several_seeds_become_their_mean_with_a_standard_error():
@@ -22,8 +23,19 @@ def test_a_single_seed_shows_no_error_bar():
 def test_the_markdown_table_marks_runs_not_made_yet_and_keeps_its_columns():
     finished = {"model": "popular", "recall@10": 0.05, "recall@50": 0.18, "recall@100": 0.26, "ndcg@10": 0.04}
     not_run = {"model": "TBGRecall", "missing": "not run yet"}
-    text = markdown({"synthetic": [finished, not_run]}, "python bench/quality.py")
+    needs_gpu = {"model": "TBGRecall (softmax)", "missing": "needs a GPU for 106,867 items"}
+    text = markdown({"trivago": [finished, not_run, needs_gpu]}, "python bench/quality.py")
     table = [line for line in text.splitlines() if line.startswith("|")]
     assert "| popular | 0.0500 | 0.1800 | 0.2600 | 0.0400 |" in text
     assert "| TBGRecall | not run yet |" in text
+    assert "| TBGRecall (softmax) | needs a GPU for 106,867 items |" in text
     assert len({line.count("|") for line in table}) == 1  # header, rule and every row have the same columns
+
+
+def test_a_finished_run_is_reused_and_a_missing_one_is_trained_only_when_asked(tmp_path, monkeypatch):
+    monkeypatch.setattr(quality, "FINISHED_RUNS", tmp_path)
+    rows = [{"model": "SASRec", "ndcg@10": 0.08}]
+    key = {"epochs": 3}
+    assert cached("synthetic", "SASRec", key, lambda: pytest.fail("trained"), train_missing=False) == []
+    assert cached("synthetic", "SASRec", key, lambda: rows) == rows  # trained once and kept
+    assert cached("synthetic", "SASRec", key, lambda: pytest.fail("trained twice")) == rows

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from training import losses
 from training.columns import CLICK, PAY, SHOW
@@ -86,7 +87,11 @@ def test_full_softmax_in_chunks_gives_the_same_loss_and_gradients(monkeypatch):
     whole = full_softmax_loss(query, catalogue, positive)
     whole_grads = torch.autograd.grad(whole.sum(), [query, catalogue])
     monkeypatch.setattr(losses, "SOFTMAX_CHUNK_LOGITS", 3 * 30)  # three pairs per chunk
+    chunks = []
+    monkeypatch.setattr(losses, "checkpoint", lambda *args, **kwargs: chunks.append(args[1]) or checkpoint(
+        *args, **kwargs))
     chunked = full_softmax_loss(query, catalogue, positive)
+    assert [len(chunk) for chunk in chunks] == [3, 3, 3, 1]
     chunked_grads = torch.autograd.grad(chunked.sum(), [query, catalogue])
     torch.testing.assert_close(chunked, whole)
     for chunked_grad, whole_grad in zip(chunked_grads, whole_grads, strict=True):
