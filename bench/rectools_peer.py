@@ -9,7 +9,8 @@ Runs in RecTools' separate virtualenv (see bench/rectools_setup.sh); imports not
 
 TRAIN.parquet: user_id, item_id, timestamp (int64, orders the events; read as seconds), weight.
 USERS.csv: one column user_id, the users to recommend for (all present in TRAIN).
-RECS.csv gets user_id,item_id,rank (1 = best, already-seen items filtered out); META.json gets
+RECS.csv gets user_id,item_id,rank (1 = best, already-seen items filtered out) for the users RecTools can score;
+META.json gets
 train_seconds, epochs, n_users, sequences_per_second, rectools_version and model.
 Exit code 3 (one line on stderr) when this RecTools version has no such model.
 """
@@ -111,6 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     train_seconds = time.perf_counter() - started
     n_users = int(dataset.user_id_map.size)
     users = pd.read_csv(args.users)["user_id"].astype(np.int64).to_numpy()
+    # RecTools trains only on sequences long enough to learn from, so items seen only in shorter ones stay unknown
+    # to it, and it refuses a whole request holding a user whose history has no known item. Those users are left
+    # out of RECS.csv, like new users.
+    known_items = model.data_preparator.get_known_item_ids()
+    users = users[np.isin(users, interactions.loc[interactions[Columns.Item].isin(known_items), Columns.User])]
     context = request_context(interactions, users) if model.require_recommend_context else None
     recs = model.recommend(users=users, dataset=dataset, k=args.k, filter_viewed=True, context=context)
     write_recommendations(recs, args.out)

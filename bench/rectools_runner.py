@@ -35,8 +35,9 @@ def evaluate_peer(split: Split, model: str, ks: list[int], epochs: int, console,
                   max_len: int = 200) -> list[dict]:
     """Train RecTools' `model` ("sasrec" or "hstu") on the split's acted events; one result row, or none.
 
-    RecTools cannot recommend for a user it never saw act (a new user, or one who was only shown items), so those
-    test users get the popularity list instead, as a deployment of it would; the row's label says how many."""
+    RecTools cannot recommend for a user it never saw act (a new user, or one who was only shown items), nor for
+    one whose every item it left out of training (see rectools_peer.py), so those test users get the popularity
+    list instead, as a deployment of it would; the row's label says how many."""
     python = ensure_venv(console)
     if python is None:
         return []
@@ -44,8 +45,7 @@ def evaluate_peer(split: Split, model: str, ks: list[int], epochs: int, console,
     acted = train.action >= CLICK
     case_users = np.unique(split.cases.user)
     warm_users = case_users[np.isin(case_users, train.user[acted])]
-    cold_share = 1.0 - len(warm_users) / len(case_users)
-    if cold_share:
+    if len(warm_users) < len(case_users):
         console.print(f"RecTools {model}: {len(case_users) - len(warm_users)} of {len(case_users)} test users "
                       "never acted in training; they get the popularity list")
     with tempfile.TemporaryDirectory() as directory:
@@ -67,6 +67,10 @@ def evaluate_peer(split: Split, model: str, ks: list[int], epochs: int, console,
             return []
         recs = pd.read_csv(folder / "recs.csv")
         meta = json.loads((folder / "meta.json").read_text())
+    if unscored := len(warm_users) - recs.user_id.nunique():
+        console.print(f"RecTools {model}: {unscored} more test users have no item RecTools trained on; they get "
+                      "the popularity list")
+    cold_share = 1.0 - recs.user_id.nunique() / len(case_users)
     recommended = with_popular_for_cold(recs, split, max(ks))
     metrics = summarize(recommended, split.cases, ks, train.n_items)
     label = LABELS[model]
