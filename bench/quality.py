@@ -86,12 +86,13 @@ DATASET_CHOICES = {**DATASETS, "synthetic": lambda: synthetic(n_users=2000, n_it
 EPOCHS = {"synthetic": 30, "movielens-100k": 60, "trivago": 30}
 # RecTools pads every training sequence to its max_len (ours batch by length), and its softmax scores every padded
 # position. trivago's longest click history is 44, so 50 cuts nothing there and makes a run 4x cheaper: at 200
-# neither RecTools model had finished after an hour. Elsewhere our encoders' 200.
+# neither RecTools model had finished after an hour.
 RECTOOLS_MAX_LEN = {"trivago": 50}
+MAX_LEN = 200  # tokens of history our encoders read, and RecTools' max_len where RECTOOLS_MAX_LEN has none
 
 
 def run_config(variant: Variant, epochs: int, seed: int = 0, patience: int = 10) -> RunConfig:
-    base = RunConfig(model=ModelConfig(dim=64, n_layers=2, n_heads=2, max_len=200, dropout=0.2),
+    base = RunConfig(model=ModelConfig(dim=64, n_layers=2, n_heads=2, max_len=MAX_LEN, dropout=0.2),
                      loss=LossConfig(n_negatives=256),
                      train=TrainConfig(epochs=epochs, batch_size=128, lr=1e-3, seed=seed, patience=patience))
     return RunConfig(model=replace(base.model, **variant.model), loss=replace(base.loss, **variant.loss),
@@ -177,7 +178,7 @@ def bench_dataset(name: str, plan: Plan, console) -> list[dict]:
             if plan.train_missing:
                 console.print(f"{name}: {variant.label} not trained: it {row['missing']}")
         rows.append(row or {"model": variant.label, "missing": NOT_RUN})
-    rectools_max_len = RECTOOLS_MAX_LEN.get(name, 200)
+    rectools_max_len = RECTOOLS_MAX_LEN.get(name, MAX_LEN)
     for model_name in plan.rectools:
         row = over_seeds(name, f"rectools-{model_name}", plan,
                          lambda seed: {"epochs": plan.rectools_epochs, "seed": seed, "max_len": rectools_max_len},

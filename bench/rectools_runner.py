@@ -31,8 +31,8 @@ def ensure_venv(console) -> Path | None:
     return VENV / "bin" / "python"
 
 
-def evaluate_peer(split: Split, model: str, ks: list[int], epochs: int, console, seed: int = 0,
-                  max_len: int = 200) -> list[dict]:
+def evaluate_peer(split: Split, model: str, ks: list[int], epochs: int, console, seed: int,
+                  max_len: int) -> list[dict]:
     """Train RecTools' `model` ("sasrec" or "hstu") on the split's acted events; one result row, or none.
 
     RecTools cannot recommend for a user it never saw act (a new user, or one who was only shown items), nor for
@@ -67,10 +67,11 @@ def evaluate_peer(split: Split, model: str, ks: list[int], epochs: int, console,
             return []
         recs = pd.read_csv(folder / "recs.csv")
         meta = json.loads((folder / "meta.json").read_text())
-    if unscored := len(warm_users) - recs.user_id.nunique():
-        console.print(f"RecTools {model}: {unscored} more test users have no item RecTools trained on; they get "
-                      "the popularity list")
-    cold_share = 1.0 - recs.user_id.nunique() / len(case_users)
+    scored_users = recs.user_id.nunique()
+    if scored_users < len(warm_users):
+        console.print(f"RecTools {model}: {len(warm_users) - scored_users} more test users have no item RecTools "
+                      "trained on; they get the popularity list")
+    cold_share = 1.0 - scored_users / len(case_users)
     recommended = with_popular_for_cold(recs, split, max(ks))
     metrics = summarize(recommended, split.cases, ks, train.n_items)
     label = LABELS[model]
