@@ -73,6 +73,9 @@ def _config(args: argparse.Namespace, parent):
     except (OSError, ValueError) as error:
         raise DataError(str(args.config), str(error)) from None
     if parent is not None:
+        if args.encoder not in (None, parent.config.model.encoder):
+            raise DataError("--encoder", f"{args.encoder} cannot warm-start from {args.init_from}, a "
+                                         f"{parent.config.model.encoder} run; leave --encoder out or train afresh")
         config.model = parent.config.model  # the architecture is the parent's; only the data grows
     overrides = {("model", "encoder"): args.encoder, ("loss", "retrieval"): args.loss,
                  ("train", "epochs"): args.epochs, ("train", "batch_size"): args.batch_size,

@@ -79,3 +79,11 @@ def test_bad_config_is_a_clear_error(small_world, tmp_path, capsys):
     code = main(["train", "--events", str(directory / "events.parquet"), "--out", str(tmp_path / "r"),
                  "--config", str(config)])
     assert code == 2 and "unknown ModelConfig option(s): width" in capsys.readouterr().err
+
+
+def test_warm_start_from_another_encoder_is_a_clear_error(trained_run, small_world, tmp_path, capsys):
+    directory, _ = small_world
+    code = main(["train", "--events", str(directory / "events.parquet"), "--out", str(tmp_path / "r"),
+                 "--init-from", str(trained_run), "--encoder", "sasrec"])
+    assert code == 2 and "sasrec cannot warm-start from" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
