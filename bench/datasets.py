@@ -29,11 +29,14 @@ class Prepared:
     items: Path | None
     protocol: str  # "loo" or "temporal"
     include_cold_users: bool = False  # temporal: also evaluate users with no history before the split
+    event_sessions: bool = False  # loo over clicks: hold out the last click, not the whole time-gap visit
 
     def split(self, log):
         """The dataset's evaluation split of `log` (loaded from `events`/`items`)."""
         from training.splits import leave_one_out, temporal_split
 
+        if self.event_sessions:
+            log = log.event_sessions()
         if self.protocol == "loo":
             return leave_one_out(log)
         return temporal_split(log, include_cold_users=self.include_cold_users)
@@ -132,7 +135,8 @@ def yoochoose(data: Path = SHARED_DATA) -> Prepared:
         return pd.DataFrame({"user_id": clicks.SessionId, "item_id": clicks.ItemId,
                              "timestamp": clicks.Time.astype(np.int64)}), None
 
-    return Prepared(*_cached("yoochoose", build), "loo")
+    # Each "user" is one visit: leave-one-out holds out its last click and keeps the clicks before it.
+    return Prepared(*_cached("yoochoose", build), "loo", event_sessions=True)
 
 
 def synthetic(n_users: int = 20_000, n_items: int = 5_000, seed: int = 0) -> Prepared:

@@ -4,6 +4,9 @@ RecTools' own SASRec/HSTU on the same split.
     python bench/quality.py [--datasets synthetic,movielens-100k,trivago] [--epochs N] [--variants ...]
                             [--patience 10] [--rectools sasrec,hstu] [--rectools-epochs 30] [--seeds 1] [--quick]
 
+The `default` row sets nothing: it trains what `recall train` picks for the log with no flags
+(training/auto_config.py, a 30-minute budget), so it is the figure a new user gets.
+
 Results of each (dataset, model, configuration) are kept as small JSON files in bench/quality_runs/, which git
 tracks: the whole table takes longer than one working session on a 2-core CPU, so an interrupted run resumes where
 it stopped, on this machine or on a fresh clone. Bumping CODE_VERSION (or changing a configuration) retrains.
@@ -34,13 +37,14 @@ from rich.table import Table
 from bench import rectools_runner
 from bench.datasets import DATASETS, synthetic
 from cli.console import make_console
+from training.auto_config import default_config
 from training.config import LossConfig, ModelConfig, RunConfig, TrainConfig
 from training.contract import load_events
 from training.evaluate import evaluate
 from training.popularity import ContextPopularModel, PopularModel
 from training.recommender import EncoderRecommender
 from training.splits import sample_cases
-from training.trainer import train
+from training.trainer import pick_device, train
 
 KS = [10, 50, 100]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -58,14 +62,19 @@ class Variant:
     needs_context: bool = False  # an ablation that only means something when the data has contexts
     needs_sessions: bool = False  # ... when sessions hold several items (else it equals the full model)
     cpu_max_items: int | None = None  # larger catalogues train only on a GPU (the table says so, and why)
+    chosen_for_the_log: bool = False  # no settings at all: what `recall train` picks for the log (the default row)
 
 
 # Full softmax over the catalogue wants a softer temperature than 256 sampled negatives: on MovieLens-100K
 # validation, TBGRecall reached NDCG@10 0.095 at 0.05, 0.108 at 0.1 and 0.104 at 0.2 (see BENCHMARKS.md).
 SOFTMAX = {"retrieval": "softmax", "temperature": 0.1}
+SASREC = Variant("SASRec (softmax)", {"encoder": "sasrec"}, SOFTMAX)
 TBGRECALL = Variant("TBGRecall", {}, {})
+DEFAULT = Variant("default", {}, {}, chosen_for_the_log=True)
+DEFAULT_BUDGET_S = 30 * 60  # `recall train --time-budget`'s default
 VARIANTS = [
-    Variant("SASRec (softmax)", {"encoder": "sasrec"}, SOFTMAX),
+    DEFAULT,
+    SASREC,
     Variant("SASRec (gBCE)", {"encoder": "sasrec"}, {"retrieval": "gbce"}),
     Variant("BERT4Rec (softmax)", {"encoder": "bert4rec"}, SOFTMAX),
     TBGRECALL,
@@ -83,7 +92,7 @@ VARIANTS = [
 DATASET_CHOICES = {**DATASETS, "synthetic": lambda: synthetic(n_users=2000, n_items=1500)}
 # Upper bounds for our encoders (early stopping ends most runs sooner). MovieLens-100K gets more: with 943 users an
 # epoch is a few dozen steps, and its validation NDCG@10 was still rising at epoch 50.
-EPOCHS = {"synthetic": 30, "movielens-100k": 60, "trivago": 30}
+EPOCHS = {"synthetic": 30, "movielens-100k": 60, "trivago": 30, "yoochoose": 60, "diginetica": 30}
 # RecTools pads every training sequence to its max_len (ours batch by length), and its softmax scores every padded
 # position. trivago's longest click history is 44, so 50 cuts nothing there and makes a run 4x cheaper: at 200
 # neither RecTools model had finished after an hour.
@@ -150,7 +159,7 @@ def bench_dataset(name: str, plan: Plan, console) -> list[dict]:
     log = load_events(prepared.events, prepared.items)
     split = sample_cases(prepared.split(log), MAX_CASES)
     has_context = len(log.vocabs.contexts) > 2
-    has_sessions = len(log.session_offsets) - 1 < len(log.session)
+    has_sessions = len(split.train.session_offsets) - 1 < len(split.train.session)
     rows = []
     for result in evaluate(split, [PopularModel().fit(split.train), ContextPopularModel().fit(split.train)], KS):
         rows.append({"model": result.name, **result.overall})
@@ -161,6 +170,9 @@ def bench_dataset(name: str, plan: Plan, console) -> list[dict]:
                      and not torch.cuda.is_available())
 
         def config_of(seed: int, variant=variant) -> RunConfig:
+            if variant.chosen_for_the_log:
+                chosen, _ = default_config(split.train, DEFAULT_BUDGET_S, pick_device("auto"))
+                return replace(chosen, train=replace(chosen.train, seed=seed))
             return run_config(variant, plan.epochs or EPOCHS[name], seed, plan.patience)
 
         def train_variant(seed: int, variant=variant) -> list[dict]:
@@ -168,7 +180,8 @@ def bench_dataset(name: str, plan: Plan, console) -> list[dict]:
             trained = train(split.train, config_of(seed), protocol=prepared.protocol)
             result = evaluate(split, [EncoderRecommender(trained.model, split.train, name=variant.label)], KS)[0]
             return [{"model": variant.label, **result.overall, "train_seconds": trained.seconds,
-                     "sequences_per_second": trained.sequences_per_second, "epochs": len(trained.history)}]
+                     "sequences_per_second": trained.sequences_per_second, "epochs": len(trained.history),
+                     "valid_ndcg@10": trained.metrics.get("ndcg@10")}]
 
         row = over_seeds(name, variant.label, replace(plan, train_missing=plan.train_missing and not needs_gpu),
                          lambda seed, config_of=config_of: {**config_of(seed).to_dict(), "code": CODE_VERSION},
@@ -196,14 +209,15 @@ def ndcg_cell(row: dict) -> str:
     return f"{row['ndcg@10']:.4f}" + (f" ± {se:.4f}" if se else "")
 
 
-COLUMNS = ("model", "Recall@10", "Recall@50", "Recall@100", "NDCG@10", "train s", "seq/s", "epochs")
+COLUMNS = ("model", "Recall@10", "Recall@50", "Recall@100", "NDCG@10", "valid NDCG@10", "train s", "seq/s", "epochs")
 
 
 def cells(row: dict) -> list[str]:
     """The row's cells under COLUMNS; a run not made says why."""
     if row.get("missing"):
         return [row["model"], row["missing"], *[""] * (len(COLUMNS) - 2)]
-    return [row["model"], *(f"{row[f'recall@{k}']:.4f}" for k in KS), ndcg_cell(row),
+    validation = f"{row['valid_ndcg@10']:.4f}" if row.get("valid_ndcg@10") is not None else ""
+    return [row["model"], *(f"{row[f'recall@{k}']:.4f}" for k in KS), ndcg_cell(row), validation,
             *(f"{row[key]:.0f}" if key in row else "" for key in ("train_seconds", "sequences_per_second", "epochs"))]
 
 
@@ -261,7 +275,7 @@ def main() -> None:
     args = parser.parse_args()
     console = make_console()
     datasets = ["synthetic"] if args.quick else args.datasets.split(",")
-    variants = [VARIANTS[0], TBGRECALL] if args.quick else VARIANTS
+    variants = [SASREC, TBGRECALL] if args.quick else VARIANTS
     if args.variants is not None:
         wanted = {label for label in args.variants.split(",") if label}
         if unknown := wanted - {variant.label for variant in VARIANTS}:

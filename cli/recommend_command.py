@@ -20,7 +20,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--users", type=Path, help="CSV with a user_id column (or one id per line); default: all")
     parser.add_argument("--k", type=int, default=100)
     parser.add_argument("--context", help="the next session's context; default: each user's last context")
-    parser.add_argument("--filter-viewed", action="store_true", help="leave out items the user already acted on")
+    parser.add_argument("--filter-viewed", action=argparse.BooleanOptionalAction, default=True,
+                        help="leave out items the user already acted on, as /v1/recall does (default: on)")
     parser.add_argument("--out", required=True, type=Path, help="CSV: user_id,item_id,rank,score")
     parser.set_defaults(handler=run_recommend)
 

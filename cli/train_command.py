@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 from pathlib import Path
+
+from rich.table import Table
 
 from cli.console import make_console
 from cli.data_commands import add_data_arguments
@@ -16,7 +19,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_data_arguments(parser)
     parser.add_argument("--out", required=True, type=Path, help="run directory to write")
     parser.add_argument("--encoder", choices=ENCODERS, help="default: tbgrecall")
-    parser.add_argument("--loss", choices=RETRIEVAL_LOSSES, help="retrieval loss (default: sampled_softmax)")
+    parser.add_argument("--loss", choices=RETRIEVAL_LOSSES, help="retrieval loss (default: chosen for the log)")
     parser.add_argument("--config", type=Path, help="TOML file with [model], [loss] and [train] tables")
     parser.add_argument("--epochs", type=int, help="upper bound; early stopping usually ends sooner")
     parser.add_argument("--batch-size", type=int)
@@ -28,11 +31,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--time-budget", type=float, default=30.0,
+                        help="minutes of training; the settings are chosen to fit it (default: %(default)s)")
     parser.set_defaults(handler=run_train)
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """Train, validate with early stopping, and write the run (weights, config, vocabularies, metrics)."""
+    """Pick settings for the log, train, validate with early stopping, and write the run (weights, config,
+    vocabularies, metrics, and the settings chosen with their reasons)."""
     from training.contract import load_events
     from training.recommender import sample_inputs
     from training.run_dir import Run, load_run, save_run
@@ -40,10 +46,12 @@ def run_train(args: argparse.Namespace) -> int:
 
     console = make_console()
     parent = load_run(args.init_from) if args.init_from else None
-    config = _config(args, parent)
+    file_settings = _read_config_file(args.config)
     with console.status(f"loading {args.events}"):
         log = load_events(args.events, args.items, session_gap_s=args.session_gap,
                           vocabs=parent.vocabs if parent else None)
+    config, choices = _config(args, parent, file_settings, log)
+    print_choices(console, choices)
     if config.train.recency_days > 0 and log.has_timestamp:
         log = log.take(log.timestamp >= log.timestamp.max() - config.train.recency_days * 86_400)
     protocol = args.protocol or ("temporal" if log.has_timestamp else "loo")
@@ -53,6 +61,7 @@ def run_train(args: argparse.Namespace) -> int:
                    init_state=parent.model.state_dict() if parent else None)
     metrics = {"validation": result.metrics, "protocol": protocol, "events": len(log),
                "data": {"session_gap_s": args.session_gap, "has_timestamp": log.has_timestamp},
+               "settings_chosen": [asdict(choice) for choice in choices],
                "train_seconds": round(result.seconds, 1),
                "sequences_per_second": round(result.sequences_per_second, 1),
                "parent_run": str(args.init_from) if args.init_from else None}
@@ -65,12 +74,41 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _config(args: argparse.Namespace, parent):
-    from training.config import RunConfig
+def print_choices(console, choices: list) -> None:
+    table = Table(title="settings chosen for this log (flags and --config override them)")
+    for column in ("setting", "value", "why"):
+        table.add_column(column)
+    for choice in choices:
+        table.add_row(choice.setting, str(choice.value), choice.why)
+    console.print(table)
 
+
+def _read_config_file(path: Path | None) -> dict:
+    from training.config import read_toml
+
+    if path is None:
+        return {}
     try:
-        config = RunConfig.from_toml(args.config) if args.config else RunConfig()
+        return read_toml(path)
     except (OSError, ValueError) as error:
+        raise DataError(str(path), str(error)) from None
+
+
+def _config(args: argparse.Namespace, parent, file_settings: dict, log):
+    """Layers, each over the one before: the settings chosen for this log, the --config file, the flags. With
+    --init-from the architecture is the parent's. Returns (config, the chosen settings nothing overrode)."""
+    import torch
+
+    from training.auto_config import default_config
+    from training.trainer import pick_device
+
+    device = pick_device(args.device or file_settings.get("train", {}).get("device", "auto"))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    chosen, choices = default_config(log, args.time_budget * 60, device)
+    try:
+        config = chosen.updated(file_settings)
+    except (TypeError, ValueError) as error:
         raise DataError(str(args.config), str(error)) from None
     if parent is not None:
         if args.encoder not in (None, parent.config.model.encoder):
@@ -87,6 +125,13 @@ def _config(args: argparse.Namespace, parent):
     if args.deterministic:
         config.train.deterministic = True
     try:
-        return config.validate()
+        config.validate()
     except ValueError as error:
         raise DataError(str(args.config or "command line"), str(error)) from None
+    kept = [choice for choice in choices if _value(config, choice.setting) == choice.value]
+    return config, kept
+
+
+def _value(config, setting: str):
+    section, name = setting.split(".")
+    return getattr(getattr(config, section), name)

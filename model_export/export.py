@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from model_export.onnx_export import OPSET, check_parity, export_item_tower, export_user_encoder
+from training.config import reads_event_sessions, uses_context_tokens
 from training.errors import DataError
 from training.features import N_ACTIONS, N_GAPS, N_HOURS, N_WEEKDAYS, TOKEN_FEATURES
 from training.file_io import replace_dir, sha256_file
@@ -38,7 +39,8 @@ def feature_schema(run) -> dict:
         "token_features": list(TOKEN_FEATURES), "dtype": "int64", "layout": "left-padded, query token last",
         "token_types": {"pad": 0, "context": 1, "item": 2}, "action_offset": 1,
         "vocab": {"n_hours": N_HOURS, "n_weekdays": N_WEEKDAYS, "n_gaps": N_GAPS, "n_actions": N_ACTIONS},
-        "with_context_tokens": model_config.encoder == "tbgrecall",
+        "with_context_tokens": uses_context_tokens(model_config),
+        "event_sessions": reads_event_sessions(model_config),
         "max_len": model_config.max_len, "max_items_per_session": model_config.max_items_per_session,
         "session_gap_s": data.get("session_gap_s", 1800), "has_timestamp": data.get("has_timestamp", True),
     }

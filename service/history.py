@@ -32,13 +32,15 @@ class FeatureSchema:
     session_gap_s: int
     has_timestamp: bool
     with_context_tokens: bool
+    event_sessions: bool = False  # the items layout: every event is its own session, whatever its session id
 
     @classmethod
     def from_manifest(cls, manifest: dict) -> FeatureSchema:
         schema = manifest["feature_schema"]
         return cls(max_len=int(schema["max_len"]), max_items_per_session=int(schema["max_items_per_session"]),
                    session_gap_s=int(schema["session_gap_s"]), has_timestamp=bool(schema["has_timestamp"]),
-                   with_context_tokens=bool(schema["with_context_tokens"]))
+                   with_context_tokens=bool(schema["with_context_tokens"]),
+                   event_sessions=bool(schema.get("event_sessions", False)))
 
 
 def new_history() -> dict:
@@ -58,7 +60,9 @@ def apply_event(history: dict, event: dict, schema: FeatureSchema) -> None:
     sessions = history["sessions"]
     last = sessions[-1] if sessions else None
     timestamp = event["timestamp"]
-    if event.get("session_id") is not None:
+    if schema.event_sessions:
+        same_session = False
+    elif event.get("session_id") is not None:
         same_session = last is not None and last.get("id") == event["session_id"]
     elif not schema.has_timestamp:  # a model trained without time reads every event as its own session
         same_session = False

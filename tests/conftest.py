@@ -39,7 +39,7 @@ def small_world(tmp_path_factory: pytest.TempPathFactory):
     return directory, write_world(directory, SynthConfig(n_users=1500, n_items=800, seed=3))
 
 
-def train_tiny_run(directory, run_path, encoder: str = "tbgrecall", epochs: int = 1):
+def train_tiny_run(directory, run_path, encoder: str = "tbgrecall", epochs: int = 1, layout: str = "sessions"):
     """Train a small model on a world's events and save it as a run (what `recall train` writes)."""
     from training.config import ModelConfig, RunConfig, TrainConfig
     from training.contract import load_events
@@ -48,7 +48,7 @@ def train_tiny_run(directory, run_path, encoder: str = "tbgrecall", epochs: int 
     from training.trainer import train
 
     log = load_events(directory / "events.parquet", directory / "items.parquet")
-    config = RunConfig(model=ModelConfig(encoder=encoder, dim=32, n_heads=2, max_len=96),
+    config = RunConfig(model=ModelConfig(encoder=encoder, dim=32, n_heads=2, max_len=96, layout=layout),
                        train=TrainConfig(epochs=epochs, batch_size=32, lr=3e-3, threads=2))
     result = train(log, config, protocol="temporal", show_progress=False)
     metrics = {"validation": result.metrics, "data": {"session_gap_s": 1800, "has_timestamp": True}}

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from training.contract import EventLog
 
 ENCODERS = ("tbgrecall", "sasrec", "bert4rec")
 RETRIEVAL_LOSSES = ("sampled_softmax", "softmax", "bce", "gbce")
+LAYOUTS = ("sessions", "items")
 
 
 @dataclass
@@ -20,6 +25,10 @@ class ModelConfig:
     dropout: float = 0.2
     max_items_per_session: int = 32  # strongest actions kept first
     n_future_sessions: int = 3  # m: context token k also predicts sessions k+1..k+m-1, one head per offset
+    # TBGRecall's token layout. sessions: a context token before each session's items, the query read at the
+    # request's context token. items: one token per acted event and the query read at the last one, for logs
+    # whose sessions are single events without contexts (every other token would carry nothing but time).
+    layout: str = "sessions"  # sessions | items
     # Ablations of TBGRecall (the defaults are the full model).
     use_context: bool = True  # False: context tokens carry no request context (scenario and time only)
     positions: str = "sw-rope"  # sw-rope | learned
@@ -62,6 +71,7 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
     recency_days: float = 0.0  # > 0: train on the last N days of events only
     threads: int = 0  # torch CPU threads; 0 = torch's default
+    time_budget_s: float = 0.0  # > 0: no epoch starts that would end past this many seconds of training
 
 
 @dataclass
@@ -75,19 +85,27 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, payload: dict) -> RunConfig:
-        return cls(**{name: _build(kind, payload.get(name, {})) for name, kind in
-                      (("model", ModelConfig), ("loss", LossConfig), ("train", TrainConfig))})
+        return cls().updated(payload)
 
     @classmethod
     def from_toml(cls, path: str | Path) -> RunConfig:
-        with open(path, "rb") as handle:
-            return cls.from_dict(tomllib.load(handle))
+        return cls().updated(read_toml(path))
+
+    def updated(self, payload: dict) -> RunConfig:
+        """A copy with the fields `payload` names ({"model": {...}, "loss": {...}, "train": {...}}) replaced."""
+        unknown = set(payload) - {"model", "loss", "train"}
+        if unknown:
+            raise ValueError(f"unknown section(s): {', '.join(sorted(unknown))} (expected model, loss, train)")
+        return RunConfig(**{name: _build(getattr(self, name), payload.get(name, {}))
+                            for name in ("model", "loss", "train")})
 
     def validate(self) -> RunConfig:
         if self.model.encoder not in ENCODERS:
             raise ValueError(f"model.encoder must be one of {ENCODERS}, got {self.model.encoder!r}")
         if self.loss.retrieval not in RETRIEVAL_LOSSES:
             raise ValueError(f"loss.retrieval must be one of {RETRIEVAL_LOSSES}, got {self.loss.retrieval!r}")
+        if self.model.layout not in LAYOUTS:
+            raise ValueError(f"model.layout must be one of {LAYOUTS}, got {self.model.layout!r}")
         if self.model.dim % self.model.n_heads:
             raise ValueError("model.dim must be a multiple of model.n_heads")
         if self.model.max_len < 4:
@@ -95,9 +113,29 @@ class RunConfig:
         return self
 
 
-def _build(kind: type, values: dict):
-    known = {f.name for f in fields(kind)}
+def uses_context_tokens(config: ModelConfig) -> bool:
+    """Whether sequences hold context tokens (TBGRecall's session layout) or only the acted items."""
+    return config.encoder == "tbgrecall" and config.layout == "sessions"
+
+
+def reads_event_sessions(config: ModelConfig) -> bool:
+    """TBGRecall's items layout reads every event as its own session, so clicks keep their order."""
+    return config.encoder == "tbgrecall" and config.layout == "items"
+
+
+def readable_log(log: EventLog, config: ModelConfig) -> EventLog:
+    """`log` as the encoder reads it (see `reads_event_sessions`)."""
+    return log.event_sessions() if reads_event_sessions(config) else log
+
+
+def read_toml(path: str | Path) -> dict:
+    with open(path, "rb") as handle:
+        return tomllib.load(handle)
+
+
+def _build(base, values: dict):
+    known = {f.name for f in fields(base)}
     unknown = set(values) - known
     if unknown:
-        raise ValueError(f"unknown {kind.__name__} option(s): {', '.join(sorted(unknown))}")
-    return kind(**values)
+        raise ValueError(f"unknown {type(base).__name__} option(s): {', '.join(sorted(unknown))}")
+    return replace(base, **values)

@@ -12,7 +12,7 @@ Rules (DESIGN.md section 3):
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -50,6 +50,7 @@ class EventLog:
     vocabs: Vocabularies
     items: ItemTable
     has_timestamp: bool = True
+    has_session_id: bool = False  # sessions came from the file, not from time gaps
     source: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -90,6 +91,11 @@ class EventLog:
     def session_start(self) -> np.ndarray:
         return self.timestamp[self.session_offsets[:-1]]
 
+    def event_sessions(self) -> EventLog:
+        """The same events with every event its own session (in each user's order): how the items layout reads
+        a log, so that clicks keep their order and leave-one-out holds out one event, not its whole visit."""
+        return replace(self, session=np.arange(len(self), dtype=np.int64))
+
     def take(self, mask: np.ndarray) -> EventLog:
         """The events where `mask` holds, sessions renumbered densely (vocabularies are shared)."""
         session = self.session[mask]
@@ -98,7 +104,8 @@ class EventLog:
             user=self.user[mask], item=self.item[mask], action=self.action[mask],
             timestamp=self.timestamp[mask], session=dense_session.astype(np.int64),
             context=self.context[mask], scenario=self.scenario[mask], vocabs=self.vocabs,
-            items=self.items, has_timestamp=self.has_timestamp, source=self.source,
+            items=self.items, has_timestamp=self.has_timestamp, has_session_id=self.has_session_id,
+            source=self.source,
         )
 
 
@@ -145,7 +152,7 @@ def load_events(
     return EventLog(
         user=user[order], item=item[order], action=action[order], timestamp=timestamp[order],
         session=session, context=context[order], scenario=scenario[order], vocabs=vocabs, items=items,
-        has_timestamp=has_timestamp, source=path,
+        has_timestamp=has_timestamp, has_session_id=Columns.session in frame, source=path,
     )
 
 

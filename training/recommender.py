@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from training.config import readable_log, uses_context_tokens
 from training.contract import EventLog
 from training.features import (
     TOKEN_FEATURES,
@@ -39,8 +40,8 @@ class EncoderRecommender:
     def __init__(self, model: RecallModel, history: EventLog, name: str = ""):
         self.model = model
         self.name = name or model.config.encoder
-        self.table = session_table(history, model.config.max_items_per_session)
-        self.tokens = build_tokens(self.table, with_context=model.config.encoder == "tbgrecall")
+        self.table = session_table(readable_log(history, model.config), model.config.max_items_per_session)
+        self.tokens = build_tokens(self.table, with_context=uses_context_tokens(model.config))
 
     def inputs(self, users: np.ndarray, context: np.ndarray, scenario: np.ndarray,
                request_time: np.ndarray) -> dict[str, np.ndarray]:

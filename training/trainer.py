@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from training.config import RunConfig
+from training.config import RunConfig, readable_log, uses_context_tokens
 from training.contract import EventLog
 from training.evaluate import evaluate
 from training.features import TokenTable, build_tokens, collate, session_table, training_windows
@@ -92,7 +92,7 @@ class TrainingData:
 
 def prepare_data(log: EventLog, config: RunConfig, device: torch.device) -> TrainingData:
     table = session_table(log, config.model.max_items_per_session)
-    tokens = build_tokens(table, with_context=config.model.encoder == "tbgrecall")
+    tokens = build_tokens(table, with_context=uses_context_tokens(config.model))
     windows = training_windows(table, tokens, config.model.max_len)
     counts = torch.from_numpy(np.bincount(tokens.features["item"], minlength=log.n_items)).to(device)
     return TrainingData(tokens, windows, tokens.offsets[windows[:, 1]] - tokens.offsets[windows[:, 0]],
@@ -143,6 +143,7 @@ def train(log: EventLog, config: RunConfig, protocol: str = "loo", init_state: d
     from training.recommender import EncoderRecommender
 
     cfg, started = config.train, time.perf_counter()
+    log = readable_log(log, config.model)
     seed_everything(cfg.seed, cfg.deterministic)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -170,6 +171,9 @@ def train(log: EventLog, config: RunConfig, protocol: str = "loo", init_state: d
             stale += 1
             if stale >= cfg.patience:
                 break
+        if out_of_budget(cfg.time_budget_s, time.perf_counter() - started, history):
+            logger.info("time budget of %.0f s reached after epoch %d", cfg.time_budget_s, epoch)
+            break
     if best_state is not None:
         model.load_state_dict(best_state)
     best = max(history, key=lambda row: row[metric_name]) if history else {}
@@ -184,6 +188,14 @@ def train(log: EventLog, config: RunConfig, protocol: str = "loo", init_state: d
     return TrainResult(model=model, metrics={k: v for k, v in best.items() if k != "seconds"}, history=history,
                        seconds=time.perf_counter() - started,
                        sequences_per_second=sequences / max(train_seconds, 1e-9))
+
+
+def out_of_budget(budget_s: float, elapsed_s: float, history: list[dict]) -> bool:
+    """Whether another epoch, as long as the slowest so far, would end past the budget (0: no budget)."""
+    if budget_s <= 0 or not history:
+        return False
+    durations = [b["seconds"] - a["seconds"] for a, b in zip([{"seconds": 0.0}, *history], history, strict=False)]
+    return elapsed_s + max(durations) > budget_s
 
 
 def optimizer_and_schedule(model: RecallModel, n_windows: int, config: RunConfig, epochs: int):
@@ -201,6 +213,7 @@ def refit(log: EventLog, config: RunConfig, device: torch.device, init_state: di
     after `epochs`: the holdout is the most recent behaviour, which the final model should learn from.
     Returns (model, sequences, seconds)."""
     seed_everything(config.train.seed, config.train.deterministic)
+    log = readable_log(log, config.model)
     model = build_model(log, config, device, init_state)
     data = prepare_data(log, config, device)
     optimizer, scheduler = optimizer_and_schedule(model, len(data.windows), config, config.train.epochs)

@@ -37,7 +37,7 @@ def test_recommend_writes_documented_columns_with_original_ids(trained_run, smal
     users.write_text("user_id\n3\n17\nnobody-yet\n")
     out = tmp_path / "recs.csv"
     code = main(["recommend", "--run", str(trained_run), "--events", str(directory / "events.parquet"),
-                 "--users", str(users), "--k", "7", "--context", "home", "--filter-viewed", "--out", str(out)])
+                 "--users", str(users), "--k", "7", "--context", "home", "--out", str(out)])
     assert code == 0
     recs = pd.read_csv(out, dtype={"user_id": str})
     assert list(recs.columns) == ["user_id", "item_id", "rank", "score"]
@@ -50,7 +50,7 @@ def test_recommend_writes_documented_columns_with_original_ids(trained_run, smal
     assert recs.groupby("user_id").score.apply(lambda s: s.is_monotonic_decreasing).all()
     events = pd.read_parquet(directory / "events.parquet")
     clicked_by_3 = set(events[(events.user_id == 3) & (events.action != "show")].item_id)
-    assert not clicked_by_3 & set(recs[recs.user_id == "3"].item_id)  # --filter-viewed
+    assert not clicked_by_3 & set(recs[recs.user_id == "3"].item_id)  # viewed items filtered, as /v1/recall does
 
 
 def test_context_changes_the_candidates(trained_run, small_world, tmp_path):
@@ -87,3 +87,35 @@ def test_warm_start_from_another_encoder_is_a_clear_error(trained_run, small_wor
                  "--init-from", str(trained_run), "--encoder", "sasrec"])
     assert code == 2 and "sasrec cannot warm-start from" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def plain_interactions(write_csv):
+    """user, item and order only (the leave-one-out benchmarks' shape): 40 users walking a ring of 25 items."""
+    return write_csv([{"user_id": u, "item_id": f"i{(3 * u + n) % 25}"} for u in range(40) for n in range(8)])
+
+
+def test_train_without_flags_picks_settings_for_the_log_prints_and_records_them(write_csv, tmp_path, capsys):
+    events = plain_interactions(write_csv)
+    code = main(["train", "--events", str(events), "--out", str(tmp_path / "run"), "--epochs", "2"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "settings chosen for this log" in printed and "model.layout" in printed and "items" in printed
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["model"]["layout"] == "items" and config["loss"]["retrieval"] == "softmax"
+    recorded = {c["setting"]: c for c in json.loads((tmp_path / "run" / "metrics.json").read_text())[
+        "settings_chosen"]}
+    assert recorded["model.layout"]["value"] == "items" and recorded["model.layout"]["why"]
+    assert "train.epochs" not in recorded  # --epochs overrode that choice
+
+
+def test_a_config_file_and_flags_override_the_chosen_settings(write_csv, tmp_path):
+    config = tmp_path / "train.toml"
+    config.write_text('[model]\nlayout = "sessions"\n[loss]\ntemperature = 0.2\n')
+    code = main(["train", "--events", str(plain_interactions(write_csv)), "--out", str(tmp_path / "run"),
+                 "--config", str(config), "--loss", "sampled_softmax", "--epochs", "1"])
+    assert code == 0
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (saved["model"]["layout"], saved["loss"]["retrieval"], saved["loss"]["temperature"]) == (
+        "sessions", "sampled_softmax", 0.2)
+    recorded = {c["setting"] for c in json.loads((tmp_path / "run" / "metrics.json").read_text())["settings_chosen"]}
+    assert not recorded & {"model.layout", "loss.retrieval", "loss.temperature"}

@@ -15,9 +15,10 @@ from training.features import TOKEN_FEATURES
 from training.vocab import Vocabularies
 
 
-@pytest.mark.parametrize("encoder", ["tbgrecall", "sasrec", "bert4rec"])
-def test_export_matches_torch_for_every_encoder(encoder, tiny_world, tmp_path):
-    run = train_tiny_run(tiny_world, tmp_path / "run", encoder=encoder)
+@pytest.mark.parametrize(("encoder", "layout"), [("tbgrecall", "sessions"), ("tbgrecall", "items"),
+                                                 ("sasrec", "sessions"), ("bert4rec", "sessions")])
+def test_export_matches_torch_for_every_encoder(encoder, layout, tiny_world, tmp_path):
+    run = train_tiny_run(tiny_world, tmp_path / "run", encoder=encoder, layout=layout)
     manifest = export_run(run, tmp_path / "artifacts")
     assert manifest["encoder"] == encoder
     assert manifest["parity_max_abs_diff"] <= 1e-4

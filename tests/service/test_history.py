@@ -45,6 +45,16 @@ def test_without_timestamps_every_event_is_its_own_session():
     assert len(history["sessions"]) == 3
 
 
+def test_the_items_layout_keeps_every_event_its_own_session_in_order():
+    schema = FeatureSchema(**{**SCHEMA.__dict__, "with_context_tokens": False, "event_sessions": True})
+    history = new_history()
+    for e in (event(5, 0), event(3, 60), event(5, 120, "cart"), event(1, 130, session_id="s1"),
+              event(2, 140, session_id="s1")):
+        apply_event(history, e, schema)
+    # clicks a minute apart, even under one session id, stay separate tokens in the order they came
+    assert [s["items"] for s in history["sessions"]] == [[["5", 1]], [["3", 1]], [["5", 2]], [["1", 1]], [["2", 1]]]
+
+
 def test_encoder_inputs_equal_what_training_builds_from_the_same_events(small_world, tiny_artifacts):
     from service.ingest import Event, normalise
     from training.contract import load_events
