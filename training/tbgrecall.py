@@ -112,9 +112,7 @@ class TBGRecallEncoder(nn.Module):
         item = f["token_type"] == ITEM_TOKEN
         parts = []
         for offset, head in enumerate(self.session_heads):
-            step = offset + 1
-            if item.shape[1] <= step:
-                break
+            step = offset + 1  # (a batch of one-event histories has no pairs: empty slices, empty tensors)
             rows, cols = (item[:, :-step] & item[:, step:]).nonzero(as_tuple=True)
             parts.append(Pairs(
                 query=F.normalize(head(hidden[rows, cols]), dim=-1), positive=f["item"][rows, cols + step],

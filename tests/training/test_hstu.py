@@ -92,3 +92,13 @@ def test_user_vectors_are_unit_length_for_every_encoder():
             vectors = model(batch)
         assert vectors.shape == (1, 16)
         assert torch.allclose(vectors.norm(dim=-1), torch.ones(1), atol=1e-5)
+
+
+def test_items_layout_pairs_each_event_with_the_next_and_a_batch_of_single_clicks_has_none():
+    model = RecallModel(ModelConfig(dim=16, n_heads=2, max_len=16, layout="items", n_future_sessions=2), SIZES)
+    walk = features([0, 5, 6, 7], [P, I, I, I], [0, 0, 1, 2])
+    pairs = model.encoder.training_pairs(walk, future_weight=0.5)
+    assert pairs.positive.tolist() == [6, 7, 7]  # 5->6, 6->7 (next), 5->7 (second next, weight 0.5)
+    assert pairs.weight.tolist() == [1.0, 1.0, 0.5]
+    one_click_users = {name: values[:, -1:] for name, values in walk.items()}
+    assert len(model.encoder.training_pairs(one_click_users, future_weight=0.5)) == 0
