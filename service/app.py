@@ -108,7 +108,9 @@ async def lifespan(app: FastAPI):
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    from service.routes import router
+    from fastapi.exceptions import RequestValidationError
+
+    from service.routes import router, validation_error
 
     app = FastAPI(title="nearline-recall", version="0.1.0", lifespan=lifespan,
                   description="Near-line generative candidate generation: /v1/recall, the /v1/events webhook, "
@@ -116,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings or get_settings()
     app.add_middleware(BodySizeLimit, limit=app.state.settings.max_body_bytes)
     app.include_router(router)
+    app.add_exception_handler(RequestValidationError, validation_error)
     return app
 
 

@@ -9,7 +9,8 @@ from typing import Annotated
 import orjson
 from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import PlainTextResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 
@@ -102,8 +103,7 @@ async def ingest_events(request: Request, services: ServicesDep,
         batch = EventBatch.model_validate_json(body)
     except ValidationError as error:
         metrics.EVENTS_INGESTED.labels("rejected").inc()
-        raise HTTPException(422, detail=[{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
-                                         for e in error.errors()]) from None
+        raise HTTPException(422, detail=validation_detail(error.errors())) from None
     if len(batch.events) > settings.max_batch_events:
         raise HTTPException(413, detail=f"events: at most {settings.max_batch_events} per batch, got "
                                         f"{len(batch.events)}")
@@ -153,3 +153,13 @@ def readyz(services: ServicesDep, response: Response) -> Readiness:
 @router.get("/metrics", response_class=PlainTextResponse)
 def prometheus_metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def validation_detail(errors: list[dict]) -> list[dict]:
+    """FastAPI's 422 detail list without the offending input: echoing it back cannot fail to serialise (a NaN
+    or 1e400 in the body is valid Python JSON but not valid response JSON) and leaks nothing."""
+    return [{"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]} for error in errors]
+
+
+async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+    return JSONResponse(status_code=422, content={"detail": validation_detail(error.errors())})

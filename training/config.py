@@ -26,8 +26,8 @@ class ModelConfig:
     max_items_per_session: int = 32  # strongest actions kept first
     n_future_sessions: int = 3  # m: context token k also predicts sessions k+1..k+m-1, one head per offset
     # TBGRecall's token layout. sessions: a context token before each session's items, the query read at the
-    # request's context token. items: one token per acted event and the query read at the last one, for logs
-    # whose sessions are single events without contexts (every other token would carry nothing but time).
+    # request's context token. items: one token per acted event, in order, and the query read at the last one,
+    # for plain sequences (no contexts, impressions or session ids: a context token would carry only time).
     layout: str = "sessions"  # sessions | items
     # Ablations of TBGRecall (the defaults are the full model).
     use_context: bool = True  # False: context tokens carry no request context (scenario and time only)

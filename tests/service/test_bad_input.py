@@ -175,6 +175,18 @@ def test_malformed_or_oversized_bodies_get_a_4xx(fuzzed_service, path, body, sta
     assert declared.json()["detail"]
 
 
+@pytest.mark.parametrize("body", [b'{"user_id": 1, "k": NaN}', b'{"user_id": NaN}', b'{"user_id": 1, "k": Infinity}',
+                                  b'{"user_id": -Infinity}', b'{"user_id": 1, "k": 1e400}',
+                                  b'{"user_id": 1, "context": "x", "filter_viewed": NaN}'])
+def test_numbers_outside_standard_json_get_a_422_naming_the_field_not_a_500(fuzzed_service, body):
+    # Python's JSON parser accepts NaN and Infinity; echoing them back in the error used to fail with a 500
+    with fuzzed_service.client() as client:
+        response = client.post("/v1/recall", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 422
+    named = {problem["loc"][1] for problem in response.json()["detail"]}
+    assert named and named <= set(json.loads(body))  # the offending field, not a server error
+
+
 def test_unicode_ids_are_served_like_any_other(fuzzed_service):
     user, item = "пользователь-😀-ユーザー", "товар-🚲"
     with fuzzed_service.client() as client:
