@@ -128,7 +128,9 @@ def _config(args: argparse.Namespace, parent, file_settings: dict, log):
         config.validate()
     except ValueError as error:
         raise DataError(str(args.config or "command line"), str(error)) from None
-    kept = [choice for choice in choices if _value(config, choice.setting) == choice.value]
+    # SASRec and BERT4Rec read no layout and have no future heads: TBGRecall's model choices do not apply to them.
+    kept = [choice for choice in choices if _value(config, choice.setting) == choice.value
+            and (config.model.encoder == "tbgrecall" or not choice.setting.startswith("model."))]
     return config, kept
 
 

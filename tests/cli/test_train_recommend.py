@@ -119,3 +119,11 @@ def test_a_config_file_and_flags_override_the_chosen_settings(write_csv, tmp_pat
         "sessions", "sampled_softmax", 0.2)
     recorded = {c["setting"] for c in json.loads((tmp_path / "run" / "metrics.json").read_text())["settings_chosen"]}
     assert not recorded & {"model.layout", "loss.retrieval", "loss.temperature"}
+
+
+def test_a_baseline_encoder_is_not_told_tbgrecall_s_layout(write_csv, tmp_path, capsys):
+    code = main(["train", "--events", str(plain_interactions(write_csv)), "--out", str(tmp_path / "run"),
+                 "--encoder", "sasrec", "--epochs", "1"])
+    assert code == 0 and "model.layout" not in capsys.readouterr().out
+    recorded = {c["setting"] for c in json.loads((tmp_path / "run" / "metrics.json").read_text())["settings_chosen"]}
+    assert "loss.retrieval" in recorded and not any(setting.startswith("model.") for setting in recorded)
