@@ -40,13 +40,11 @@ class LogProfile:
     events: int
     users: int
     items: int  # catalogue size
-    sessions: int
     items_per_session: float  # mean distinct events per session
     has_timestamp: bool
     has_context: bool  # some session carries a non-default context
     has_shows: bool  # impressions are logged (shown, not acted on)
     has_session_id: bool  # sessions are given (requests, baskets), not cut from time gaps
-    median_history: float  # events per user
 
     @property
     def plain_sequence(self) -> bool:
@@ -56,13 +54,11 @@ class LogProfile:
 
 
 def profile_log(log: EventLog) -> LogProfile:
-    sessions = len(log.session_offsets) - 1
     return LogProfile(
-        events=len(log), users=len(log.active_users), items=log.n_items - 1, sessions=sessions,
-        items_per_session=len(log) / max(sessions, 1), has_timestamp=log.has_timestamp,
+        events=len(log), users=len(log.active_users), items=log.n_items - 1,
+        items_per_session=len(log) / max(len(log.session_offsets) - 1, 1), has_timestamp=log.has_timestamp,
         has_context=bool((log.context != 0).any()), has_shows=bool((log.action == SHOW).any()),
         has_session_id=log.has_session_id,
-        median_history=float(np.median(np.diff(log.user_offsets))) if len(log) else 0.0,
     )
 
 

@@ -100,13 +100,9 @@ class EventLog:
         """The events where `mask` holds, sessions renumbered densely (vocabularies are shared)."""
         session = self.session[mask]
         dense_session = np.cumsum(np.r_[True, session[1:] != session[:-1]]) - 1 if len(session) else session
-        return EventLog(
-            user=self.user[mask], item=self.item[mask], action=self.action[mask],
-            timestamp=self.timestamp[mask], session=dense_session.astype(np.int64),
-            context=self.context[mask], scenario=self.scenario[mask], vocabs=self.vocabs,
-            items=self.items, has_timestamp=self.has_timestamp, has_session_id=self.has_session_id,
-            source=self.source,
-        )
+        return replace(self, user=self.user[mask], item=self.item[mask], action=self.action[mask],
+                       timestamp=self.timestamp[mask], session=dense_session.astype(np.int64),
+                       context=self.context[mask], scenario=self.scenario[mask])
 
 
 def _run_offsets(sorted_keys: np.ndarray) -> np.ndarray:

@@ -213,7 +213,6 @@ def refit(log: EventLog, config: RunConfig, device: torch.device, init_state: di
     after `epochs`: the holdout is the most recent behaviour, which the final model should learn from.
     Returns (model, sequences, seconds)."""
     seed_everything(config.train.seed, config.train.deterministic)
-    log = readable_log(log, config.model)
     model = build_model(log, config, device, init_state)
     data = prepare_data(log, config, device)
     optimizer, scheduler = optimizer_and_schedule(model, len(data.windows), config, config.train.epochs)
