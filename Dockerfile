@@ -21,6 +21,8 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY scripts/ scripts/
 COPY cli/ cli/
+COPY contract/ contract/
+COPY evaluation/ evaluation/
 COPY training/ training/
 COPY model_export/ model_export/
 COPY index_builder/ index_builder/

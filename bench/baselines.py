@@ -18,10 +18,10 @@ from rich.table import Table
 
 from bench.datasets import DATASETS
 from cli.console import make_console
-from training.contract import load_events
-from training.evaluate import evaluate, print_results
-from training.popularity import ContextPopularModel, PopularModel
-from training.splits import sample_cases
+from contract.events import load_events
+from evaluation.evaluate import evaluate, print_results
+from evaluation.popularity import ContextPopularModel, PopularModel
+from evaluation.splits import sample_cases
 
 KS = [10, 50, 100]
 RESULTS = Path(__file__).resolve().parent / "results"

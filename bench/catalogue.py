@@ -13,13 +13,14 @@ import numpy as np
 import torch
 
 from bench.datasets import CACHE
+from contract.manifests import FeatureSchema
+from contract.vocab import Vocabularies
 from index_builder.build import build_and_publish
 from model_export.export import export_run
-from service.history import FeatureSchema, apply_event, encoder_inputs, new_history
+from service.history import apply_event, encoder_inputs, new_history
 from training.config import ModelConfig, RunConfig
 from training.model import RecallModel
 from training.run_dir import Run, save_run
-from training.vocab import Vocabularies
 
 N_CENTRES, N_CATEGORIES, DIM, MAX_LEN = 1000, 200, 64, 200
 CONTEXTS = ["home", *(f"search:c{n}" for n in range(N_CATEGORIES))]

@@ -33,7 +33,7 @@ class Prepared:
 
     def split(self, log):
         """The dataset's evaluation split of `log` (loaded from `events`/`items`)."""
-        from training.splits import leave_one_out, temporal_split
+        from evaluation.splits import leave_one_out, temporal_split
 
         if self.event_sessions:
             log = log.event_sessions()
@@ -140,8 +140,8 @@ def yoochoose(data: Path = SHARED_DATA) -> Prepared:
 
 
 def synthetic(n_users: int = 20_000, n_items: int = 5_000, seed: int = 0) -> Prepared:
-    """The synthetic world (see training/synth.py), temporal split."""
-    from training.synth import SynthConfig, generate
+    """The synthetic world (see evaluation/synth.py), temporal split."""
+    from evaluation.synth import SynthConfig, generate
 
     def build() -> tuple[pd.DataFrame, pd.DataFrame]:
         events, items, world = generate(SynthConfig(n_users=n_users, n_items=n_items, seed=seed))

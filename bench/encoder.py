@@ -23,10 +23,10 @@ import torch
 from rich.table import Table
 
 from cli.console import make_console
+from contract.tokens import TOKEN_FEATURES
 from model_export.onnx_export import export_user_encoder
 from service.encoder_runner import session_options
 from training.config import ModelConfig
-from training.features import TOKEN_FEATURES
 from training.model import RecallModel
 
 RESULTS = Path(__file__).resolve().parent / "results"

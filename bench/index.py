@@ -26,7 +26,7 @@ import numpy as np
 from rich.table import Table
 
 from cli.console import make_console
-from index_builder.faiss_index import build_index, exact_top_k
+from index_builder.faiss_index import build_index, factory_for
 
 RESULTS = Path(__file__).resolve().parent / "results"
 K = 100
@@ -86,8 +86,9 @@ def main() -> None:
             queries = unit(vectors[rng.integers(0, n, 2048)] + 0.5 * rng.normal(size=(2048, dim)) / np.sqrt(dim))
             for kind in kinds:
                 with console.status(f"{kind}: {n:,} x {dim}"):
-                    built = build_index(vectors, queries[:500], kind=kind, k=K, recall_floor=0.95, use_gpu=False)
-                    truth = exact_top_k(vectors, queries[500:1000], K)
+                    built = build_index(vectors, queries[:500], factory_for(kind, n), k=K, recall_floor=0.95,
+                                        use_gpu=False)
+                    truth = faiss.knn(queries[500:1000], vectors, K, metric=faiss.METRIC_INNER_PRODUCT)[1]
                     found = built.index.search(queries[500:1000], K)[1]
                     recall = float(np.mean([len(np.intersect1d(a, b)) / K for a, b in zip(found, truth, strict=True)]))
                     p50, p99, qps = latency(built.index, queries[1000:])

@@ -21,8 +21,8 @@ from rich.table import Table
 
 from bench.datasets import CACHE
 from cli.console import make_console
-from training.contract import load_events
-from training.synth import SynthConfig, generate
+from contract.events import load_events
+from evaluation.synth import SynthConfig, generate
 
 EVENTS_PER_USER = 120  # about 6 sessions of ~20 shown items plus their clicks
 

@@ -37,13 +37,13 @@ from rich.table import Table
 from bench import rectools_runner
 from bench.datasets import DATASETS, synthetic
 from cli.console import make_console
+from contract.events import load_events
+from evaluation.evaluate import evaluate
+from evaluation.popularity import ContextPopularModel, PopularModel
+from evaluation.splits import sample_cases
 from training.auto_config import default_config
 from training.config import LossConfig, ModelConfig, RunConfig, TrainConfig
-from training.contract import load_events
-from training.evaluate import evaluate
-from training.popularity import ContextPopularModel, PopularModel
 from training.recommender import EncoderRecommender
-from training.splits import sample_cases
 from training.trainer import pick_device, train
 
 KS = [10, 50, 100]

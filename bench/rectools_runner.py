@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training.columns import CLICK
-from training.metrics import summarize
-from training.popularity import PopularModel
-from training.splits import Split, viewed_items
+from contract.columns import CLICK
+from evaluation.metrics import summarize
+from evaluation.popularity import PopularModel
+from evaluation.splits import Split, viewed_items
 
 BENCH = Path(__file__).resolve().parent
 VENV = BENCH / ".cache" / "rectools-venv"

@@ -20,6 +20,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     build.add_argument("--out", required=True, type=Path, help="index root (versions/ and CURRENT)")
     build.add_argument("--type", dest="kind", choices=("auto", "flat", "ivf", "hnsw"), default="auto",
                        help="auto: flat up to 200k items, IVF above")
+    build.add_argument("--factory", help='a faiss index_factory string, such as "IVF4096,PQ32" (overrides --type)')
     build.add_argument("--recall-floor", type=float, default=0.95, help="refuse to publish below this recall@k")
     build.add_argument("--k", type=int, default=100)
     build.add_argument("--keep", type=int, default=3, help="versions to keep")
@@ -46,22 +47,25 @@ def run_export(args: argparse.Namespace) -> int:
 
 def run_build_index(args: argparse.Namespace) -> int:
     """Build the index, measure recall@k against exact search, publish it as the new CURRENT version."""
+    from contract.errors import DataError
     from index_builder.build import RecallTooLow, build_and_publish
-    from training.errors import DataError
+    from index_builder.faiss_index import BadFactory
 
     if not (args.artifacts / "manifest.json").is_file():
         raise DataError(str(args.artifacts), "not an artifact directory (run `recall export` first)")
     console = make_console()
     use_gpu = {"auto": None, "yes": True, "no": False}[args.gpu]
-    with console.status(f"building a {args.kind} index"):
+    with console.status(f"building a {args.factory or args.kind} index"):
         try:
             report = build_and_publish(args.artifacts, args.out, args.kind, args.recall_floor, args.k, args.keep,
-                                       use_gpu)
+                                       use_gpu, args.factory)
+        except BadFactory as error:
+            raise DataError("--factory", str(error)) from None
         except RecallTooLow as error:
             console.print(f"[red]{error}")
             return REFUSED
     manifest = report.manifest
-    console.print(f"published {args.out}/versions/{report.version}: {manifest['index_type']} "
+    console.print(f"published {args.out}/versions/{report.version}: {manifest['factory']} "
                   f"{manifest['search_params']} on {manifest['built_on']}, {manifest['recall']}, "
                   f"built in {manifest['build_seconds']} s")
     return 0

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-from dataclasses import asdict
 from pathlib import Path
 
 from cli.console import make_console
@@ -35,8 +33,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_synth(args: argparse.Namespace) -> int:
     """Write events.parquet, items.parquet and world.npz (the ground truth the oracle reads) into --out."""
-    from training.synth import SynthConfig, generate
-    from training.table_io import write_table
+    from evaluation.synth import SynthConfig, write_world
 
     if args.users < 1 or args.items < 2:
         raise SystemExit("recall data synth: error: --users must be >= 1 and --items >= 2")
@@ -44,20 +41,15 @@ def run_synth(args: argparse.Namespace) -> int:
     config = SynthConfig(n_users=args.users, n_items=args.items, seed=args.seed,
                          mean_sessions=args.sessions_per_user)
     with console.status(f"generating {args.users:,} users x {args.items:,} items"):
-        events, items, world = generate(config)
-        args.out.mkdir(parents=True, exist_ok=True)
-        write_table(events, args.out / "events.parquet")
-        write_table(items, args.out / "items.parquet")
-        world.save(args.out / "world.npz")
-        (args.out / "world.json").write_text(json.dumps(asdict(config), indent=2))
-    console.print(f"wrote {len(events):,} events and {len(items):,} items to {args.out}")
+        n_events, n_items = write_world(config, args.out)
+    console.print(f"wrote {n_events:,} events and {n_items:,} items to {args.out}")
     return 0
 
 
 def run_stats(args: argparse.Namespace) -> int:
     """Print what a user checks first: sizes, sessions, the action mix, contexts and the time range."""
-    from training.contract import load_events
-    from training.stats import dataset_stats, print_stats
+    from contract.events import load_events
+    from contract.stats import dataset_stats, print_stats
 
     console = make_console()
     with console.status(f"loading {args.events}"):

@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 
 from cli.console import make_console
-from training.errors import DataError
+from contract.errors import DataError
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -39,9 +39,9 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    from contract.columns import Columns
+    from contract.table_io import read_table
     from demo.prepare import DemoData, prepare, read_events
-    from training.columns import Columns
-    from training.table_io import read_table
 
     console = make_console()
     if args.url:
@@ -49,7 +49,7 @@ def run_demo(args: argparse.Namespace) -> int:
         if not data.ready():
             raise DataError(str(args.data), "not prepared: run `recall demo --prepare-only --data DIR` first")
     else:
-        data = prepare(args.data, args.events, args.items, args.users, args.catalogue, args.epochs)
+        data = prepare(args.data, args.events, args.items, args.users, args.catalogue, args.epochs, console)
     if args.prepare_only:
         console.print(f"prepared {data.directory}: index {data.index}")
         return 0

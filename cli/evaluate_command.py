@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cli.console import make_console
 from cli.data_commands import add_data_arguments
-from training.errors import DataError
+from contract.errors import DataError
 
 BASELINES = ("popular", "context-popular", "oracle")
 
@@ -45,11 +45,11 @@ def parse_ks(text: str) -> list[int]:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Load, split, fit the baselines on the training part, print the comparison table (or JSON)."""
-    from training.contract import load_events
-    from training.evaluate import evaluate, print_results, results_to_json
+    from contract.events import load_events
+    from evaluation.evaluate import evaluate, print_results, results_to_json
+    from evaluation.splits import leave_one_out, temporal_split
     from training.recommender import EncoderRecommender
     from training.run_dir import load_run
-    from training.splits import leave_one_out, temporal_split
 
     ks = parse_ks(args.k)
     names = [name.strip() for name in args.model.split(",") if name.strip()]
@@ -86,12 +86,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _baseline(name: str, split, world_path: Path | None):
-    from training.popularity import ContextPopularModel, PopularModel
+    from evaluation.popularity import ContextPopularModel, PopularModel
 
     if name == "popular":
         return PopularModel().fit(split.train)
     if name == "context-popular":
         return ContextPopularModel().fit(split.train)
-    from training.synth import OracleModel, SyntheticWorld
+    from evaluation.synth import OracleModel, SyntheticWorld
 
     return OracleModel(SyntheticWorld.load(world_path), split.train.vocabs)

@@ -15,7 +15,7 @@ from cli import (
     service_commands,
     train_command,
 )
-from training.errors import DataError
+from contract.errors import DataError
 
 COMMAND_MODULES = (data_commands, train_command, recommend_command, evaluate_command, artifact_commands,
                    service_commands, demo_command)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from cli.console import make_console
 from cli.data_commands import add_data_arguments
-from training.errors import DataError
+from contract.errors import DataError
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -28,42 +27,24 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run_recommend(args: argparse.Namespace) -> int:
     """Write user_id,item_id,rank,score (original ids, rank 1 = best) for every requested user."""
-    from training.contract import load_events
-    from training.recommender import EncoderRecommender, last_contexts
-    from training.run_dir import load_run
-    from training.splits import EvalCases, viewed_items
-    from training.table_io import write_table
+    from contract.table_io import write_table
+    from training.pipeline import recommend
 
     if args.k < 1:
         raise SystemExit("recall recommend: error: --k must be at least 1")
     console = make_console()
-    run = load_run(args.run)
-    with console.status(f"loading {args.events}"):
-        log = load_events(args.events, args.items, session_gap_s=args.session_gap, vocabs=run.vocabs)
-    users = _requested_users(args.users, log)
-    last_context, last_scenario = last_contexts(log, users)
-    context = np.full(len(users), run.vocabs.contexts.code_of(args.context)) if args.context else last_context
-    now = np.full(len(users), int(log.timestamp.max()) if log.has_timestamp else 0, dtype=np.int64)
-    cases = EvalCases(user=users, context=context, scenario=last_scenario, request_time=now,
-                      target_offsets=np.zeros(len(users) + 1, dtype=np.int64), target_items=np.zeros(0, np.int32))
-    viewed = viewed_items(log, users) if args.filter_viewed else None
-    with console.status(f"encoding {len(users):,} users"):
-        scores, items = EncoderRecommender(run.model, log).recommend(cases, args.k, viewed)
-    found = items > 0
-    rows = pd.DataFrame({
-        "user_id": np.repeat(run.vocabs.users.decode(users), found.sum(axis=1)),
-        "item_id": run.vocabs.items.decode(items[found]),
-        "rank": np.nonzero(found)[1] + 1,
-        "score": np.round(scores[found], 6),
-    })
+    users = _requested_users(args.users)
+    with console.status(f"recommending from {args.run}"):
+        rows = recommend(args.run, args.events, args.items, args.session_gap, users, args.k, args.context,
+                         args.filter_viewed)
     write_table(rows, args.out)
-    console.print(f"wrote {len(rows):,} candidates for {len(users):,} users to {args.out}")
+    console.print(f"wrote {len(rows):,} candidates for {rows['user_id'].nunique():,} users to {args.out}")
     return 0
 
 
-def _requested_users(path: Path | None, log) -> np.ndarray:
+def _requested_users(path: Path | None) -> list[str] | None:
     if path is None:
-        return log.active_users.astype(np.int32)
+        return None
     try:
         frame = pd.read_csv(path, dtype=str)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
@@ -73,5 +54,4 @@ def _requested_users(path: Path | None, log) -> np.ndarray:
     ids = ids.dropna().astype(str).str.strip()
     if ids.empty:
         raise DataError(str(path), "no user ids")
-    # Unknown users get a fresh code: no history, so a context-only (cold-start) vector.
-    return log.vocabs.users.encode(ids.to_numpy(), grow=True)
+    return ids.tolist()

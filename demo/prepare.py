@@ -1,5 +1,5 @@
-"""The demo's offline half, made of the same `recall` commands a user runs: data (a synthetic world, or the
-user's files), a time split into history and held-out "future" events, training, export and the index."""
+"""The demo's offline half, made of the same use cases the `recall` commands run: data (a synthetic world, or
+the user's files), a time split into history and held-out "future" events, training, export and the index."""
 
 from __future__ import annotations
 
@@ -10,10 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from rich.console import Console
 
-from training.columns import Columns
-from training.errors import DataError
-from training.table_io import read_table, write_table
+from contract.columns import Columns
+from contract.errors import DataError
+from contract.table_io import read_table, write_table
+from evaluation.synth import SynthConfig, write_world
+from index_builder.build import build_and_publish
+from model_export.export import export_run
+from training.pipeline import TrainRequest, train_run
 
 HOLDOUT_FRACTION = 0.1
 TRAIN_CONFIG = Path(__file__).resolve().parent / "train.toml"
@@ -58,13 +63,6 @@ class DemoData:
         return inputs is None or json.loads(self.marker.read_text()) == inputs
 
 
-def run_command(*arguments: str) -> None:
-    from cli.main import main
-
-    if main(list(arguments)) != 0:
-        raise RuntimeError(f"`recall {' '.join(arguments)}` failed")
-
-
 def split_history(events_path: Path, data: DemoData) -> None:
     """Sessions that start in the last 10% of the time become the held-out future the demo replays."""
     events = read_table(events_path, Columns.events_required)
@@ -81,8 +79,9 @@ def split_history(events_path: Path, data: DemoData) -> None:
 
 
 def prepare(directory: Path, events: Path | None = None, items: Path | None = None, users: int = 2000,
-            n_items: int = 1000, epochs: int = 8) -> DemoData:
+            n_items: int = 1000, epochs: int = 8, console: Console | None = None) -> DemoData:
     """Everything the service needs, under `directory` (reused when prepared from the same inputs)."""
+    console = console or Console(quiet=True)
     data = DemoData(directory)
     inputs = {"events": str(events.resolve()) if events else None, "items": str(items.resolve()) if items else None,
               "users": users, "catalogue": n_items, "epochs": epochs}
@@ -91,17 +90,20 @@ def prepare(directory: Path, events: Path | None = None, items: Path | None = No
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
     if events is None:
-        run_command("data", "synth", "--out", str(directory / "world"), "--users", str(users), "--items",
-                    str(n_items), "--seed", "0")
+        write_world(SynthConfig(n_users=users, n_items=n_items, seed=0), directory / "world")
         events, items = directory / "world" / "events.parquet", directory / "world" / "items.parquet"
     if items is not None:
         write_table(read_table(items, Columns.items_required), data.items)
     split_history(events, data)
-    item_arguments = ["--items", str(data.items)] if items is not None else []
-    run_command("train", "--events", str(data.history), *item_arguments, "--out", str(data.run),
-                "--config", str(TRAIN_CONFIG), "--epochs", str(epochs))
-    run_command("export", "--run", str(data.run), "--out", str(data.artifacts))
-    run_command("build-index", "--artifacts", str(data.artifacts), "--out", str(data.index))
+    train_run(TrainRequest(events=data.history, out=data.run, items=data.items if items is not None else None,
+                           config_file=TRAIN_CONFIG, overrides={"train.epochs": epochs}), console)
+    with console.status("exporting to ONNX"):
+        manifest = export_run(data.run, data.artifacts)
+    console.print(f"exported model {manifest['model_version']} to {data.artifacts}")
+    with console.status("building the index"):
+        report = build_and_publish(data.artifacts, data.index)
+    console.print(f"published {data.index}/versions/{report.version}: {report.manifest['factory']}, "
+                  f"{report.manifest['recall']}")
     data.marker.write_text(json.dumps(inputs))
     return data
 

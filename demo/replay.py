@@ -15,8 +15,8 @@ import orjson
 import pandas as pd
 from rich.progress import Progress
 
+from contract.columns import Columns
 from service.ingest import signed_headers
-from training.columns import Columns
 
 BATCH = 1000
 ACTED = ("click", "cart", "pay")

@@ -7,8 +7,8 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from contract.columns import Columns
 from demo.replay import ReplayResult, recall_at_k
-from training.columns import Columns
 
 SHOWN_USERS, SHOWN_ITEMS = 3, 8
 

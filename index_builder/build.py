@@ -11,7 +11,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from index_builder.faiss_index import build_index
+from index_builder.faiss_index import build_index, factory_for
 from index_builder.versions import publish
 
 MAX_ITEM_QUERIES = 2000
@@ -37,21 +37,24 @@ def recall_queries(artifacts: Path, item_vectors: np.ndarray) -> np.ndarray:
 
 
 def build_and_publish(artifacts: str | Path, root: str | Path, kind: str = "auto", recall_floor: float = 0.95,
-                      k: int = 100, keep: int = 3, use_gpu: bool | None = None) -> BuildReport:
-    """Build over every real item (code 0 is padding), check recall, publish; `RecallTooLow` below the floor."""
+                      k: int = 100, keep: int = 3, use_gpu: bool | None = None,
+                      factory: str | None = None) -> BuildReport:
+    """Build over every real item (code 0 is padding), check recall, publish; `RecallTooLow` below the floor.
+    `factory` (a faiss index_factory string) overrides `kind`."""
     artifacts = Path(artifacts)
     model_manifest = json.loads((artifacts / "manifest.json").read_text())
     all_vectors = np.load(artifacts / "item_vectors.npy", allow_pickle=False)
     id_map = np.arange(1, len(all_vectors), dtype=np.int64)
     vectors = np.ascontiguousarray(all_vectors[1:])
     started = time.perf_counter()
-    built = build_index(vectors, recall_queries(artifacts, vectors), kind, k, recall_floor, use_gpu)
+    built = build_index(vectors, recall_queries(artifacts, vectors), factory or factory_for(kind, len(vectors)), k,
+                        recall_floor, use_gpu)
     measured = next(iter(built.recall.values()))
     if measured < recall_floor:
-        raise RecallTooLow(f"{built.kind} index reaches {next(iter(built.recall))} = {measured:.4f}, below the "
-                           f"floor {recall_floor}: not published (try --type flat or hnsw)")
+        raise RecallTooLow(f"{built.factory} index reaches {next(iter(built.recall))} = {measured:.4f}, below the "
+                           f"floor {recall_floor}: not published (try --type flat or hnsw, or another --factory)")
     manifest = {
-        "model_version": model_manifest["model_version"], "metric": "inner_product", "index_type": built.kind,
+        "model_version": model_manifest["model_version"], "metric": "inner_product", "factory": built.factory,
         "search_params": built.params, "build_seconds": round(built.build_seconds, 2),
         "total_seconds": round(time.perf_counter() - started, 2), "built_on": built.device,
         "recall": built.recall, "recall_floor": recall_floor, "faiss_version": faiss.__version__,

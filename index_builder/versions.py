@@ -17,8 +17,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from contract.file_io import first_mismatch, sha256_file
 from index_builder.faiss_index import apply_params
-from training.file_io import first_mismatch, sha256_file
 
 INDEX_FILES = ("index.faiss", "id_map.npy")
 

@@ -22,28 +22,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from contract.errors import DataError
+from contract.file_io import replace_dir, sha256_file
+from contract.manifests import FeatureSchema
+from contract.tokens import TOKEN_FEATURES
 from model_export.onnx_export import OPSET, check_parity, export_item_tower, export_user_encoder
 from training.config import reads_event_sessions, uses_context_tokens
-from training.errors import DataError
-from training.features import N_ACTIONS, N_GAPS, N_HOURS, N_WEEKDAYS, TOKEN_FEATURES
-from training.file_io import replace_dir, sha256_file
 from training.run_dir import load_run
 
 CHECKSUMMED = ("user_encoder.onnx", "item_tower.onnx", "item_vectors.npy", "item_side.npz", "vocabularies.json")
 
 
-def feature_schema(run) -> dict:
+def feature_schema(run) -> FeatureSchema:
     """How events become encoder inputs: what the near-line worker must reproduce exactly."""
     model_config, data = run.config.model, run.metrics.get("data", {})
-    return {
-        "token_features": list(TOKEN_FEATURES), "dtype": "int64", "layout": "left-padded, query token last",
-        "token_types": {"pad": 0, "context": 1, "item": 2}, "action_offset": 1,
-        "vocab": {"n_hours": N_HOURS, "n_weekdays": N_WEEKDAYS, "n_gaps": N_GAPS, "n_actions": N_ACTIONS},
-        "with_context_tokens": uses_context_tokens(model_config),
-        "event_sessions": reads_event_sessions(model_config),
-        "max_len": model_config.max_len, "max_items_per_session": model_config.max_items_per_session,
-        "session_gap_s": data.get("session_gap_s", 1800), "has_timestamp": data.get("has_timestamp", True),
-    }
+    return FeatureSchema(with_context_tokens=uses_context_tokens(model_config),
+                         event_sessions=reads_event_sessions(model_config), max_len=model_config.max_len,
+                         max_items_per_session=model_config.max_items_per_session,
+                         session_gap_s=data.get("session_gap_s", 1800), has_timestamp=data.get("has_timestamp", True))
 
 
 def export_run(run_path: str | Path, out: str | Path) -> dict:
@@ -73,7 +69,7 @@ def export_run(run_path: str | Path, out: str | Path) -> dict:
         "model_version": hashlib.sha256("".join(checksums[n] for n in CHECKSUMMED).encode()).hexdigest()[:16],
         "encoder": run.config.model.encoder, "dim": run.config.model.dim, "metric": "inner_product",
         "normalized": True, "n_items": int(model.item_tower.n_items), "vocab_sizes": run.vocabs.sizes(),
-        "max_len": run.config.model.max_len, "feature_schema": feature_schema(run), "opset": OPSET,
+        "max_len": run.config.model.max_len, "feature_schema": feature_schema(run).model_dump(), "opset": OPSET,
         "parity_max_abs_diff": parity, "run": str(run_path.resolve()), "parent_run": run.metrics.get("parent_run"),
         "run_metrics": run.metrics.get("validation", {}), "model_config": run.config.to_dict()["model"],
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"), "export_seconds": 0.0,

@@ -11,7 +11,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from training.features import TOKEN_FEATURES
+from contract.tokens import TOKEN_FEATURES
 from training.model import RecallModel
 
 logger = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from training.features import TOKEN_FEATURES
+from contract.tokens import TOKEN_FEATURES
 
 logger = logging.getLogger(__name__)
 
@@ -92,15 +92,3 @@ class OnnxUserEncoder:
 
     def encode(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         return self.session.run(None, {name: batch[name] for name in TOKEN_FEATURES})[0]
-
-
-class OnnxItemTower:
-    """Embeds item codes with `item_tower.onnx` (new items get vectors without torch)."""
-
-    def __init__(self, artifacts: str | Path, threads: int | None = None, use_gpu: bool | None = None):
-        self.session = ort.InferenceSession(str(Path(artifacts) / "item_tower.onnx"),
-                                            session_options(threads or container_cpus()),
-                                            providers=providers(use_gpu))
-
-    def embed(self, items: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {"item": np.ascontiguousarray(items, dtype=np.int64)})[0]

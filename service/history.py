@@ -5,42 +5,21 @@ data contract: an event joins the user's last session when it carries that sessi
 one, when it comes within `session_gap_s` of that session's last event. Only what the encoder can read is kept:
 the most recent sessions whose tokens fit `max_len`.
 
-Encoder inputs are built by the very functions training uses (`training.features`), so serving and training
+Encoder inputs are built by the very functions training uses (`contract.tokens`), so serving and training
 agree token for token.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import orjson
 
-from training.features import build_session_table, build_tokens, collate, history_windows, query_tokens
-from training.vocab import Vocabularies
+from contract.manifests import FeatureSchema
+from contract.tokens import build_session_table, build_tokens, collate, history_windows, query_tokens
+from contract.vocab import Vocabularies
 
 STORED_ITEMS_FACTOR = 4  # keep up to 4x the encoder's per-session cap: the encoder picks the strongest itself
 MAX_VIEWED = 1000  # filter_viewed remembers this many distinct recent items, beyond what the encoder reads
-
-
-@dataclass
-class FeatureSchema:
-    """What `model_export.export.feature_schema` promises the worker."""
-
-    max_len: int
-    max_items_per_session: int
-    session_gap_s: int
-    has_timestamp: bool
-    with_context_tokens: bool
-    event_sessions: bool = False  # the items layout: every event is its own session, whatever its session id
-
-    @classmethod
-    def from_manifest(cls, manifest: dict) -> FeatureSchema:
-        schema = manifest["feature_schema"]
-        return cls(max_len=int(schema["max_len"]), max_items_per_session=int(schema["max_items_per_session"]),
-                   session_gap_s=int(schema["session_gap_s"]), has_timestamp=bool(schema["has_timestamp"]),
-                   with_context_tokens=bool(schema["with_context_tokens"]),
-                   event_sessions=bool(schema.get("event_sessions", False)))
 
 
 def new_history() -> dict:
@@ -56,7 +35,7 @@ def dump_history(history: dict) -> bytes:
 
 
 def apply_event(history: dict, event: dict, schema: FeatureSchema) -> None:
-    """Add one normalised event (see `service.ingest.StreamEvent`) to `history`, in place."""
+    """Add one normalised event (see `service.ingest.normalise`) to `history`, in place."""
     sessions = history["sessions"]
     last = sessions[-1] if sessions else None
     timestamp = event["timestamp"]

@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, field_validator
 
-from training.columns import ACTION_CODES
+from contract.columns import ACTION_CODES
 
 MAX_ID_LENGTH = 256
 MAX_FUTURE_S = 86_400  # clocks drift, but an event from tomorrow is a bug upstream

@@ -83,9 +83,3 @@ def answer(model: ServingModel, plan: RecallPlan, vector: np.ndarray) -> dict:
     return {"items": [{"item_id": i, "score": s} for i, s in zip(item_ids, scores.tolist(), strict=True)],
             "model_version": model.model_version, "index_version": model.index_version,
             "user_vector_age_ms": age_ms, "vector_source": source, "fallback": plan.fallback}
-
-
-def recall(model: ServingModel, client: RedisClient, keys: Keys, request: RecallRequest) -> dict:
-    """All steps in the calling thread (the demo and the benchmarks' in-process baseline)."""
-    plan = plan_recall(model, client, keys, request)
-    return answer(model, plan, plan.vector if plan.vector is not None else encode_online(model, plan))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import time
 from typing import Annotated
 
@@ -15,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 
 from service import metrics
-from service.app import Services, get_services
+from service.deps import ServicesDep, require_api_key, serving_model
 from service.ingest import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -31,22 +30,6 @@ from service.serving_model import ServingModel
 from service.streams import append_events, stream_backlog
 
 router = APIRouter()
-ServicesDep = Annotated[Services, Depends(get_services)]
-
-
-# Dependencies that do no I/O are async: FastAPI runs sync ones in the thread pool, one hop each.
-async def serving_model(services: ServicesDep) -> ServingModel:
-    model = services.holder.current
-    if model is None:
-        raise HTTPException(503, detail=f"no index loaded yet: {services.holder.last_error or 'none published'}")
-    return model
-
-
-async def require_api_key(services: ServicesDep, x_api_key: Annotated[str | None, Header()] = None) -> None:
-    expected = services.settings.api_key
-    if expected is not None and not hmac.compare_digest((x_api_key or "").encode("latin-1"),
-                                                        expected.get_secret_value().encode()):
-        raise HTTPException(401, detail="X-API-Key header missing or wrong")
 
 
 @router.post("/v1/recall", dependencies=[Depends(require_api_key)], response_model=RecallResponse,

@@ -56,6 +56,6 @@ def _search_params(manifest: dict, selector: faiss.IDSelector) -> faiss.SearchPa
     tuned = manifest.get("search_params", {})
     if "nprobe" in tuned:
         return faiss.SearchParametersIVF(sel=selector, nprobe=int(tuned["nprobe"]))
-    if "ef_search" in tuned:
-        return faiss.SearchParametersHNSW(sel=selector, efSearch=int(tuned["ef_search"]))
+    if "efSearch" in tuned:
+        return faiss.SearchParametersHNSW(sel=selector, efSearch=int(tuned["efSearch"]))
     return faiss.SearchParameters(sel=selector)

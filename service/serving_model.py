@@ -15,14 +15,17 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+from pydantic import ValidationError
 
+from contract.file_io import first_mismatch
+from contract.manifests import FeatureSchema
+from contract.vocab import Vocabularies
 from index_builder.faiss_index import gpu_available
 from index_builder.versions import IndexRejected, LoadedIndex, current_version, open_version, verified_manifest
+from service import metrics
 from service.encoder_runner import OnnxUserEncoder
-from service.history import FeatureSchema, encoder_inputs
+from service.history import encoder_inputs
 from service.settings import Settings
-from training.file_io import first_mismatch
-from training.vocab import Vocabularies
 
 logger = logging.getLogger(__name__)
 VERIFIED_ARTIFACTS = ("user_encoder.onnx", "vocabularies.json", "item_side.npz")
@@ -74,10 +77,11 @@ def load_serving_model(settings: Settings, with_index: bool = True) -> ServingMo
     if manifest["model_version"] != index_manifest["model_version"]:
         raise IndexRejected(f"{artifacts} holds model {manifest['model_version']}, the index was built for "
                             f"{index_manifest['model_version']}: vectors from two models must not be mixed")
+    schema = _feature_schema(artifacts, manifest)
     encoder = OnnxUserEncoder(artifacts, threads=settings.encoder_threads or None, use_gpu=settings.use_gpu)
     model = ServingModel(model_version=manifest["model_version"], encoder=encoder,
                          vocabs=Vocabularies.load(artifacts / "vocabularies.json"),
-                         schema=FeatureSchema.from_manifest(manifest), index=index)
+                         schema=schema, index=index)
     model.small_vocab_codes = {name: {value: code for code, value in enumerate(getattr(model.vocabs, name).ids)
                                       if code > 0} for name in ("contexts", "scenarios", "categories")}
     if index is not None:
@@ -100,6 +104,18 @@ def _read_json(path: Path) -> dict:
         return json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise IndexRejected(f"{path}: unreadable ({error})") from None
+
+
+def _feature_schema(artifacts: Path, manifest: dict) -> FeatureSchema:
+    try:
+        schema = FeatureSchema.model_validate(manifest.get("feature_schema"))
+    except ValidationError as error:
+        raise IndexRejected(f"{artifacts}: the manifest's feature_schema is not one this service reads: "
+                            f"{error.errors()[0]['loc']} {error.errors()[0]['msg']}") from None
+    problem = schema.mismatch()
+    if problem:
+        raise IndexRejected(f"{artifacts}: {problem}")
+    return schema
 
 
 def _verified_manifest(artifacts: Path) -> dict:
@@ -139,6 +155,7 @@ class ModelHolder:
                 return False
             self.current, self.last_error = fresh, None  # one reference assignment: the swap
             self.live_version = published
+            metrics.INDEX_SWAPS.inc()
             logger.info("serving model %s with index %s", fresh.model_version, published)
             return True
 

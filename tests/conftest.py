@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from training.synth import SynthConfig, generate
+from evaluation.synth import SynthConfig, generate
 
 
 @pytest.fixture
@@ -41,8 +41,8 @@ def small_world(tmp_path_factory: pytest.TempPathFactory):
 
 def train_tiny_run(directory, run_path, encoder: str = "tbgrecall", epochs: int = 1, layout: str = "sessions"):
     """Train a small model on a world's events and save it as a run (what `recall train` writes)."""
+    from contract.events import load_events
     from training.config import ModelConfig, RunConfig, TrainConfig
-    from training.contract import load_events
     from training.recommender import sample_inputs
     from training.run_dir import Run, save_run
     from training.trainer import train

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from training.columns import SHOW
+from contract.columns import SHOW
+from contract.events import EventLog
 from training.config import RunConfig
-from training.contract import EventLog
 
 SOFTMAX_TEMPERATURE = 0.1  # full softmax: best of 0.05 / 0.1 / 0.2 on MovieLens-100K validation
 SAMPLED_TEMPERATURE = 0.05

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from contract.tokens import CONTEXT_TOKEN
 from training.config import ModelConfig
-from training.features import CONTEXT_TOKEN
 from training.item_tower import ItemTower
 from training.pairs import Pairs
 from training.transformer import TransformerStack, is_item

@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args, get_origin, get_type_hints
 
 if TYPE_CHECKING:
-    from training.contract import EventLog
+    from contract.events import EventLog
 
-ENCODERS = ("tbgrecall", "sasrec", "bert4rec")
-RETRIEVAL_LOSSES = ("sampled_softmax", "softmax", "bce", "gbce")
-LAYOUTS = ("sessions", "items")
+# Every switch is a Literal: a typo ("sesion") is refused naming the field instead of silently training an ablation.
+Encoder = Literal["tbgrecall", "sasrec", "bert4rec"]
+RetrievalLoss = Literal["sampled_softmax", "softmax", "bce", "gbce"]
+Layout = Literal["sessions", "items"]
+Positions = Literal["sw-rope", "learned"]
+AttentionMask = Literal["session", "causal"]
+Negatives = Literal["uniform", "in-batch"]
+Device = Literal["auto", "cpu", "cuda"]
+ENCODERS = get_args(Encoder)
+RETRIEVAL_LOSSES = get_args(RetrievalLoss)
 
 
 @dataclass
 class ModelConfig:
-    encoder: str = "tbgrecall"  # tbgrecall | sasrec | bert4rec
+    encoder: Encoder = "tbgrecall"
     dim: int = 64  # model width = retrieval dimension
     n_layers: int = 2
     n_heads: int = 2
@@ -28,11 +36,11 @@ class ModelConfig:
     # TBGRecall's token layout. sessions: a context token before each session's items, the query read at the
     # request's context token. items: one token per acted event, in order, and the query read at the last one,
     # for plain sequences (no contexts, impressions or session ids: a context token would carry only time).
-    layout: str = "sessions"  # sessions | items
+    layout: Layout = "sessions"
     # Ablations of TBGRecall (the defaults are the full model).
     use_context: bool = True  # False: context tokens carry no request context (scenario and time only)
-    positions: str = "sw-rope"  # sw-rope | learned
-    attention_mask: str = "session"  # session | causal
+    positions: Positions = "sw-rope"
+    attention_mask: AttentionMask = "session"
     type_towers: bool = True  # separate context/item input towers and first-block projections
     previous_session: bool = True  # context tokens also carry the mean of the previous session's item inputs
     mask_prob: float = 0.2  # BERT4Rec: share of items masked in training
@@ -40,9 +48,9 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    retrieval: str = "sampled_softmax"  # sampled_softmax (L_nce) | softmax (full catalogue) | bce | gbce
+    retrieval: RetrievalLoss = "sampled_softmax"  # sampled_softmax is L_nce; softmax scores the whole catalogue
     n_negatives: int = 256
-    negatives: str = "uniform"  # uniform | in-batch (with logQ correction)
+    negatives: Negatives = "uniform"  # in-batch: with the logQ correction
     gbce_t: float = 0.75  # gBCE calibration
     # Scores are cosine / temperature. Every sampled-softmax run so far used 0.05 (0.1 is untried there); the
     # full softmax does better at 0.1, which bench/quality.py uses (BENCHMARKS.md, MovieLens-100K).
@@ -67,7 +75,7 @@ class TrainConfig:
     valid_max_cases: int = 3000
     seed: int = 0
     deterministic: bool = False
-    device: str = "auto"  # auto | cpu | cuda
+    device: Device = "auto"
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
     recency_days: float = 0.0  # > 0: train on the last N days of events only
     threads: int = 0  # torch CPU threads; 0 = torch's default
@@ -100,17 +108,46 @@ class RunConfig:
                             for name in ("model", "loss", "train")})
 
     def validate(self) -> RunConfig:
-        if self.model.encoder not in ENCODERS:
-            raise ValueError(f"model.encoder must be one of {ENCODERS}, got {self.model.encoder!r}")
-        if self.loss.retrieval not in RETRIEVAL_LOSSES:
-            raise ValueError(f"loss.retrieval must be one of {RETRIEVAL_LOSSES}, got {self.loss.retrieval!r}")
-        if self.model.layout not in LAYOUTS:
-            raise ValueError(f"model.layout must be one of {LAYOUTS}, got {self.model.layout!r}")
+        """The same config; a ValueError naming the first field with a value of the wrong kind or out of range."""
+        for section in ("model", "loss", "train"):
+            problem = _field_problems(section, getattr(self, section))
+            if problem:
+                raise ValueError(problem)
         if self.model.dim % self.model.n_heads:
             raise ValueError("model.dim must be a multiple of model.n_heads")
         if self.model.max_len < 4:
             raise ValueError("model.max_len must be at least 4")
+        for name, value in (("model.dropout", self.model.dropout), ("model.mask_prob", self.model.mask_prob)):
+            if not 0 <= value < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {value}")
+        for name, value in (("model.dim", self.model.dim), ("model.n_layers", self.model.n_layers),
+                            ("model.n_heads", self.model.n_heads), ("model.n_future_sessions",
+                                                                    self.model.n_future_sessions),
+                            ("loss.n_negatives", self.loss.n_negatives), ("loss.temperature", self.loss.temperature),
+                            ("train.batch_size", self.train.batch_size),
+                            ("train.lr", self.train.lr)):
+            if value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        if self.train.epochs < 0:
+            raise ValueError(f"train.epochs must be 0 (an untrained model) or more, got {self.train.epochs}")
         return self
+
+
+def _field_problems(section: str, config) -> str | None:
+    """What is wrong with the first field of `config` whose value does not fit its annotation, or None."""
+    for name, hint in get_type_hints(type(config)).items():
+        value, where = getattr(config, name), f"{section}.{name}"
+        if get_origin(hint) is Literal:
+            if value not in get_args(hint):
+                return f"{where} must be one of {', '.join(map(repr, get_args(hint)))}, got {value!r}"
+        elif hint is bool and not isinstance(value, bool):
+            return f"{where} must be true or false, got {value!r}"
+        elif hint is int and (isinstance(value, bool) or not isinstance(value, int)):
+            return f"{where} must be an integer, got {value!r}"
+        elif hint is float and (isinstance(value, bool) or not isinstance(value, int | float)
+                                or not math.isfinite(value)):
+            return f"{where} must be a finite number, got {value!r}"
+    return None
 
 
 def uses_context_tokens(config: ModelConfig) -> bool:

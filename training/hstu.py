@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.features import CONTEXT_TOKEN, PAD
+from contract.tokens import CONTEXT_TOKEN, PAD
 
 
 def session_mask(token_type: torch.Tensor, session_pos: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from training.columns import CLICK, PAY, SHOW
+from contract.columns import CLICK, PAY, SHOW
 from training.config import LossConfig
 from training.item_tower import ItemTower
 from training.pairs import Pairs

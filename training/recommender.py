@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from training.config import readable_log, uses_context_tokens
-from training.contract import EventLog
-from training.features import (
+from contract.events import EventLog
+from contract.tokens import (
     TOKEN_FEATURES,
     build_tokens,
     collate,
@@ -15,9 +14,10 @@ from training.features import (
     query_tokens,
     session_table,
 )
+from evaluation.ranking import top_k
+from evaluation.splits import EvalCases
+from training.config import readable_log, uses_context_tokens
 from training.model import RecallModel
-from training.ranking import top_k
-from training.splits import EvalCases
 
 ENCODE_BATCH = 256
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from contract.errors import DataError
+from contract.file_io import replace_dir
+from contract.vocab import Vocabularies
 from training.config import RunConfig
-from training.errors import DataError
-from training.file_io import replace_dir
 from training.model import RecallModel
-from training.vocab import Vocabularies
 
 
 @dataclass

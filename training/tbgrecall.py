@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from contract.tokens import CONTEXT_TOKEN, ITEM_TOKEN, N_ACTIONS, N_GAPS, N_HOURS, N_WEEKDAYS
 from training.config import ModelConfig
-from training.features import CONTEXT_TOKEN, ITEM_TOKEN, N_ACTIONS, N_GAPS, N_HOURS, N_WEEKDAYS
 from training.hstu import HSTUBlock, causal_mask, distance_buckets, rope_angles, session_mask
 from training.item_tower import ItemTower
 from training.pairs import Pairs, concat

@@ -15,14 +15,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from contract.events import EventLog
+from contract.tokens import TokenTable, build_tokens, collate, session_table, training_windows
+from evaluation.evaluate import evaluate
+from evaluation.splits import Split, leave_one_out, sample_cases, temporal_split
 from training.config import RunConfig, readable_log, uses_context_tokens
-from training.contract import EventLog
-from training.evaluate import evaluate
-from training.features import TokenTable, build_tokens, collate, session_table, training_windows
 from training.losses import log_item_frequency, total_loss
 from training.model import RecallModel, grow_state
-from training.recommender import to_tensors
-from training.splits import Split, leave_one_out, sample_cases, temporal_split
+from training.recommender import EncoderRecommender, to_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -140,8 +140,7 @@ def run_epoch(model: RecallModel, data: TrainingData, optimizer: torch.optim.Opt
 def train(log: EventLog, config: RunConfig, protocol: str = "loo", init_state: dict | None = None,
           show_progress: bool = True) -> TrainResult:
     """Train on `log`, validating on a holdout of it; returns the best model by NDCG@eval_k."""
-    from training.recommender import EncoderRecommender
-
+    config.validate()
     cfg, started = config.train, time.perf_counter()
     log = readable_log(log, config.model)
     seed_everything(cfg.seed, cfg.deterministic)

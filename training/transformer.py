@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.features import ITEM_TOKEN, PAD
+from contract.tokens import ITEM_TOKEN, PAD
 
 
 class TransformerBlock(nn.Module):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 
 from bench.rectools_runner import with_popular_for_cold
-from training.contract import load_events
-from training.splits import temporal_split
+from contract.events import load_events
+from evaluation.splits import temporal_split
 
 DAY = 86_400
 

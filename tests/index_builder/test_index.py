@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import threading
 
+import faiss
 import numpy as np
 import pytest
 
 from index_builder.build import RecallTooLow, build_and_publish
-from index_builder.faiss_index import build_index, exact_top_k
+from index_builder.faiss_index import BadFactory, build_index, factory_for
 from index_builder.versions import IndexRejected, current_version, open_version, publish
 
 
@@ -24,8 +25,8 @@ def clustered_vectors(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:
 @pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
 def test_index_recall_against_exact_search(kind):
     vectors, queries = clustered_vectors(6000), clustered_vectors(200, seed=1)
-    built = build_index(vectors, queries, kind=kind, k=50, recall_floor=0.95, use_gpu=False)
-    truth = exact_top_k(vectors, queries, 50)
+    built = build_index(vectors, queries, factory_for(kind, len(vectors)), k=50, recall_floor=0.95, use_gpu=False)
+    truth = faiss.knn(queries, vectors, 50, metric=faiss.METRIC_INNER_PRODUCT)[1]
     found = built.index.search(queries, 50)[1]
     measured = np.mean([len(np.intersect1d(a, b)) / 50 for a, b in zip(found, truth, strict=True)])
     assert measured == pytest.approx(built.recall["recall@50"], abs=1e-9)
@@ -55,7 +56,7 @@ def test_published_index_maps_rows_to_items_and_names_the_model(tiny_artifacts, 
 
 def test_a_reader_polling_current_never_sees_a_partial_index(tmp_path):
     vectors = clustered_vectors(3000)
-    built = build_index(vectors, vectors[:50], kind="flat", use_gpu=False)
+    built = build_index(vectors, vectors[:50], "Flat", use_gpu=False)
     manifest = {"model_version": "m" * 16}
     publish(tmp_path, built.index, np.arange(3000), manifest)
     failures, stop = [], threading.Event()
@@ -79,7 +80,7 @@ def test_a_reader_polling_current_never_sees_a_partial_index(tmp_path):
 
 def published(tmp_path, dim: int = 16) -> str:
     vectors = clustered_vectors(500, dim=dim)
-    built = build_index(vectors, vectors[:20], kind="flat", use_gpu=False)
+    built = build_index(vectors, vectors[:20], "Flat", use_gpu=False)
     return publish(tmp_path, built.index, np.arange(500), {"model_version": "a" * 16})
 
 
@@ -108,3 +109,37 @@ def test_corrupt_index_file_is_rejected(tmp_path):
 def test_missing_index_is_a_clear_error(tmp_path):
     with pytest.raises(IndexRejected, match="no CURRENT index"):
         open_version(tmp_path)
+
+
+def fabricated_artifacts(directory, n_items: int, dim: int = 32):
+    """What `recall build-index` reads from an export: the manifest's model version and the item vectors (row 0
+    is padding). Fabricated so that a catalogue big enough for IVF4096 costs no training."""
+    directory.mkdir()
+    (directory / "manifest.json").write_text(json.dumps({"model_version": "f" * 16}))
+    padding = np.zeros((1, dim), np.float32)
+    np.save(directory / "item_vectors.npy", np.vstack([padding, clustered_vectors(n_items, dim)]))
+    return directory
+
+
+def test_build_index_takes_a_faiss_factory_string(tmp_path):
+    from cli.main import main
+
+    artifacts = fabricated_artifacts(tmp_path / "artifacts", 6000)
+    assert main(["build-index", "--artifacts", str(artifacts), "--out", str(tmp_path / "index"),
+                 "--factory", "IVF4096,PQ32", "--recall-floor", "0.8", "--gpu", "no"]) == 0
+    loaded = open_version(tmp_path / "index")
+    assert loaded.manifest["factory"] == "IVF4096,PQ32"
+    assert faiss.extract_index_ivf(loaded.index).nlist == 4096
+    assert loaded.manifest["search_params"]["nprobe"] >= 8 and loaded.manifest["recall"]["recall@100"] >= 0.8
+
+
+def test_a_bad_factory_string_is_refused_naming_the_option(tmp_path, capsys):
+    from cli.main import main
+
+    artifacts = fabricated_artifacts(tmp_path / "artifacts", 500)
+    assert main(["build-index", "--artifacts", str(artifacts), "--out", str(tmp_path / "index"),
+                 "--factory", "IVFxx,Flat"]) == 2
+    assert "--factory" in capsys.readouterr().err
+    assert current_version(tmp_path / "index") is None
+    with pytest.raises(BadFactory, match="could not train"):  # more lists than vectors to train them on
+        build_index(clustered_vectors(100), clustered_vectors(10), "IVF4096,Flat", use_gpu=False)

@@ -78,7 +78,7 @@ def service_settings(directory: Path, **overrides) -> Settings:
 @pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory):
     """One 3-node Redis Cluster for the session; each test keeps to its own key prefix."""
-    from service.redis_server import LocalRedisCluster
+    from tests.support.redis_cluster import LocalRedisCluster
 
     with LocalRedisCluster(tmp_path_factory.mktemp("redis-cluster"), nodes=3) as cluster:
         yield cluster
@@ -88,7 +88,7 @@ class WorkerThreads:
     """`count` near-line workers, each with its own Redis client and model holder, as separate processes would."""
 
     def __init__(self, settings: Settings, count: int):
-        from service.app import connect_redis
+        from service.connection import connect_redis
         from service.serving_model import ModelHolder
         from service.worker import NearlineWorker
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from service.history import FeatureSchema, apply_event, encoder_inputs, new_history, viewed_items
-from training.columns import ACTION_CODES
-from training.features import TOKEN_FEATURES
+from contract.columns import ACTION_CODES
+from contract.manifests import FeatureSchema
+from contract.tokens import TOKEN_FEATURES
+from service.history import apply_event, encoder_inputs, new_history, viewed_items
 
 SCHEMA = FeatureSchema(max_len=12, max_items_per_session=3, session_gap_s=1800, has_timestamp=True,
                        with_context_tokens=True)
@@ -38,7 +39,7 @@ def test_history_keeps_only_what_the_encoder_reads_but_remembers_viewed_items():
 
 
 def test_without_timestamps_every_event_is_its_own_session():
-    schema = FeatureSchema(**{**SCHEMA.__dict__, "has_timestamp": False})
+    schema = SCHEMA.model_copy(update={"has_timestamp": False})
     history = new_history()
     for n in range(3):
         apply_event(history, event(n + 1, 0), schema)
@@ -46,7 +47,7 @@ def test_without_timestamps_every_event_is_its_own_session():
 
 
 def test_the_items_layout_keeps_every_event_its_own_session_in_order():
-    schema = FeatureSchema(**{**SCHEMA.__dict__, "with_context_tokens": False, "event_sessions": True})
+    schema = SCHEMA.model_copy(update={"with_context_tokens": False, "event_sessions": True})
     history = new_history()
     for e in (event(5, 0), event(3, 60), event(5, 120, "cart"), event(1, 130, session_id="s1"),
               event(2, 140, session_id="s1")):
@@ -56,8 +57,8 @@ def test_the_items_layout_keeps_every_event_its_own_session_in_order():
 
 
 def test_encoder_inputs_equal_what_training_builds_from_the_same_events(small_world, tiny_artifacts):
+    from contract.events import load_events
     from service.ingest import Event, normalise
-    from training.contract import load_events
     from training.recommender import EncoderRecommender
     from training.run_dir import load_run
 

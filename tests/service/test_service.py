@@ -43,7 +43,7 @@ def stream_lengths(live_service) -> int:
 
 def test_ingest_then_recall_matches_the_trained_model(live_service, small_world, service_artifacts):
     """The service's answer for a replayed user is what the torch model recommends from the same history."""
-    from training.contract import load_events
+    from contract.events import load_events
     from training.recommender import EncoderRecommender
     from training.run_dir import load_run
 
@@ -261,7 +261,7 @@ def test_shared_redis_with_auth_serves_api_and_separate_worker_processes(tmp_pat
             worker.wait(timeout=30)
         assert worker.returncode == 0, worker.stderr.read().decode()
         with pytest.raises(RuntimeError, match="did not answer"):
-            from service.app import connect_redis
+            from service.connection import connect_redis
 
             connect_redis(f"unix://{server.socket}?password=wrong", timeout_s=0.5)
 

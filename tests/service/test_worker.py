@@ -130,7 +130,7 @@ def test_three_workers_on_a_redis_cluster_keep_each_users_order_and_lose_nothing
     import uuid
 
     from index_builder.build import build_and_publish
-    from service.app import connect_redis
+    from service.connection import connect_redis
     from tests.service.conftest import WorkerThreads
 
     build_and_publish(service_artifacts, tmp_path / "index")

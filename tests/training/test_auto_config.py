@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from contract.events import load_events
 from training.auto_config import choose, profile_log
-from training.contract import load_events
 
 FAST_MACHINE = 1e12  # multiply-adds x2 per second: the full softmax fits any tiny catalogue
 SLOW_MACHINE = 1e3

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from contract.tokens import CONTEXT_TOKEN as C
+from contract.tokens import ITEM_TOKEN as I
+from contract.tokens import PAD as P
 from training.config import ModelConfig
-from training.features import CONTEXT_TOKEN as C
-from training.features import ITEM_TOKEN as I
-from training.features import PAD as P
 from training.hstu import apply_rope, rope_angles, session_mask
 from training.model import RecallModel
 

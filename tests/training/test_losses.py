@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from contract.columns import CLICK, PAY, SHOW
 from training import losses
-from training.columns import CLICK, PAY, SHOW
 from training.config import LossConfig
 from training.item_tower import ItemTower
 from training.losses import binary_negatives_loss, full_softmax_loss, gbce_beta, scenario_mean, total_loss

@@ -6,14 +6,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from contract.events import load_events
+from evaluation.evaluate import evaluate
+from evaluation.popularity import PopularModel
+from evaluation.splits import leave_one_out, temporal_split
+from evaluation.synth import SynthConfig, generate
 from training.config import LossConfig, ModelConfig, RunConfig, TrainConfig
-from training.contract import load_events
-from training.evaluate import evaluate
 from training.model import RecallModel
-from training.popularity import PopularModel
 from training.recommender import EncoderRecommender
-from training.splits import leave_one_out, temporal_split
-from training.synth import SynthConfig, generate
 from training.trainer import train, validation_split
 
 

@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 
-from training.contract import load_events
-from training.vocab import Vocabularies, Vocabulary
+from contract.events import load_events
+from contract.vocab import Vocabularies, Vocabulary
 
 
 def test_growing_keeps_existing_codes():

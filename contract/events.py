@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training.columns import ACTION_CODES, DEFAULT_SESSION_GAP_S, Columns
-from training.errors import DataError
-from training.table_io import read_table
-from training.vocab import Vocabularies
+from contract.columns import ACTION_CODES, DEFAULT_SESSION_GAP_S, Columns
+from contract.errors import DataError
+from contract.table_io import read_table
+from contract.vocab import Vocabularies
 
 logger = logging.getLogger(__name__)
 

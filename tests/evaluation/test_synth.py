@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pandas as pd
 
-from training.contract import load_events
-from training.evaluate import evaluate
-from training.popularity import ContextPopularModel, PopularModel
-from training.splits import temporal_split
-from training.synth import OracleModel, SynthConfig, SyntheticWorld, generate
+from contract.events import load_events
+from evaluation.evaluate import evaluate
+from evaluation.popularity import ContextPopularModel, PopularModel
+from evaluation.splits import temporal_split
+from evaluation.synth import OracleModel, SynthConfig, SyntheticWorld, generate
 
 
 def test_same_seed_same_world_other_seed_other_world():

@@ -8,8 +8,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from training.columns import ACTIONS, CLICK, SHOW
-from training.contract import EventLog
+from contract.columns import ACTIONS, CLICK, SHOW
+from contract.events import EventLog
 
 
 def dataset_stats(log: EventLog) -> dict[str, object]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.splits import EvalCases
+from evaluation.splits import EvalCases
 
 
 def hit_matrix(recommended: np.ndarray, cases: EvalCases) -> np.ndarray:

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from training.columns import CLICK
-from training.contract import EventLog
+from contract.columns import CLICK
+from contract.events import EventLog
 
 TOKEN_FEATURES = ("token_type", "item", "action", "context", "scenario", "hour", "weekday", "gap", "session_pos")
 PAD, CONTEXT_TOKEN, ITEM_TOKEN = 0, 1, 2

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from training.metrics import coverage, per_case_metrics, summarize
-from training.splits import EvalCases
+from evaluation.metrics import coverage, per_case_metrics, summarize
+from evaluation.splits import EvalCases
 
 
 def cases_with_targets(targets: list[list[int]]) -> EvalCases:

@@ -10,8 +10,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from training.metrics import per_case_metrics, summarize
-from training.splits import EvalCases, Split, viewed_items
+from evaluation.metrics import per_case_metrics, summarize
+from evaluation.splits import EvalCases, Split, viewed_items
 
 MAX_GROUPS = 8  # per-context rows shown; the rest are pooled into "other"
 

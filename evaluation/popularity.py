@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.columns import CLICK
-from training.contract import EventLog
-from training.ranking import top_k
-from training.splits import EvalCases
+from contract.columns import CLICK
+from contract.events import EventLog
+from evaluation.ranking import top_k
+from evaluation.splits import EvalCases
 
 # Global counts are scaled below one context event, so they only order what the context leaves tied.
 GLOBAL_TIE_BREAK = 1e-6

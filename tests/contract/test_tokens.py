@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.contract import load_events
-from training.features import (
+from contract.events import load_events
+from contract.tokens import (
     CONTEXT_TOKEN,
     ITEM_TOKEN,
     PAD,

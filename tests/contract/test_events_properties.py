@@ -11,8 +11,8 @@ import hypothesis.strategies as st
 import numpy as np
 from hypothesis import given, settings
 
-from training.contract import load_events
-from training.errors import DataError
+from contract.errors import DataError
+from contract.events import load_events
 
 COLUMNS = ["user_id", "item_id", "timestamp", "action", "context", "scenario", "session_id", "event_id"]
 ODD_CELLS = ["", "nan", "1e309", "-0", "2026-11-23T10:00:00Z", "show", "click", "cart", "pay", "buy", "😀"]

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from training.columns import CLICK
-from training.contract import EventLog
+from contract.columns import CLICK
+from contract.events import EventLog
 
 
 @dataclass

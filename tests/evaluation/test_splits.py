@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.contract import load_events
-from training.splits import leave_one_out, temporal_split, viewed_items
+from contract.events import load_events
+from evaluation.splits import leave_one_out, temporal_split, viewed_items
 
 DAY = 86_400
 

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.columns import ACTION_CODES
-from training.contract import load_events
-from training.errors import DataError
+from contract.columns import ACTION_CODES
+from contract.errors import DataError
+from contract.events import load_events
 
 HOUR = 3600
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.contract import load_events
-from training.popularity import ContextPopularModel, PopularModel
-from training.splits import EvalCases
+from contract.events import load_events
+from evaluation.popularity import ContextPopularModel, PopularModel
+from evaluation.splits import EvalCases
 
 
 def one_case(user: int, context: int) -> EvalCases:

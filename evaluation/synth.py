@@ -27,10 +27,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training.columns import ACTIONS, CART, CLICK, PAY, SHOW
-from training.ranking import top_k
-from training.splits import EvalCases
-from training.vocab import Vocabularies
+from contract.columns import ACTIONS, CART, CLICK, PAY, SHOW
+from contract.table_io import write_table
+from contract.vocab import Vocabularies
+from evaluation.ranking import top_k
+from evaluation.splits import EvalCases
 
 SCENARIOS = ("search", "home", "cart")
 SCENARIO_SHARE = np.array([0.50, 0.35, 0.15])
@@ -120,6 +121,18 @@ def generate(config: SynthConfig) -> tuple[pd.DataFrame, pd.DataFrame, Synthetic
     )
     return events, catalogue["items"], world
 
+
+
+def write_world(config: SynthConfig, out: Path) -> tuple[int, int]:
+    """events.parquet, items.parquet, world.npz (the ground truth the oracle reads) and world.json under `out`;
+    returns (events, items) written."""
+    events, items, world = generate(config)
+    out.mkdir(parents=True, exist_ok=True)
+    write_table(events, out / "events.parquet")
+    write_table(items, out / "items.parquet")
+    world.save(out / "world.npz")
+    (out / "world.json").write_text(json.dumps(asdict(config), indent=2))
+    return len(events), len(items)
 
 def _unit(rows: np.ndarray) -> np.ndarray:
     return (rows / np.linalg.norm(rows, axis=-1, keepdims=True)).astype(np.float32)

@@ -1,0 +1,47 @@
+"""What handlers depend on, injected by FastAPI: the process's services, the live model, the API key check."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Header, HTTPException, Request
+
+from service.keys import Keys, RedisClient
+from service.serving_model import ModelHolder, ServingModel
+from service.settings import Settings
+from service.streams import BacklogMonitor
+
+
+@dataclass
+class Services:
+    """What handlers need, built once per process by the lifespan."""
+
+    settings: Settings
+    client: RedisClient
+    keys: Keys
+    holder: ModelHolder
+    backlog: BacklogMonitor
+
+
+async def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+# Dependencies that do no I/O are async: FastAPI runs sync ones in the thread pool, one hop each.
+async def serving_model(services: ServicesDep) -> ServingModel:
+    model = services.holder.current
+    if model is None:
+        raise HTTPException(503, detail=f"no index loaded yet: {services.holder.last_error or 'none published'}")
+    return model
+
+
+async def require_api_key(services: ServicesDep, x_api_key: Annotated[str | None, Header()] = None) -> None:
+    expected = services.settings.api_key
+    if expected is not None and not hmac.compare_digest((x_api_key or "").encode("latin-1"),
+                                                        expected.get_secret_value().encode()):
+        raise HTTPException(401, detail="X-API-Key header missing or wrong")
