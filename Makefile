@@ -6,7 +6,7 @@ DEMO_DIR ?= demo_data
 # `make demo EVENTS=my/events.parquet ITEMS=my/items.parquet` runs the demo on your own data-contract files.
 DEMO_INPUT := $(if $(EVENTS),--events $(EVENTS)) $(if $(ITEMS),--items $(ITEMS))
 
-.PHONY: setup test lint demo bench clean
+.PHONY: setup test test-fast lint demo bench clean
 
 $(VENV)/.installed: pyproject.toml scripts/setup.sh
 	VENV=$(VENV) bash scripts/setup.sh
@@ -17,7 +17,11 @@ lint: setup
 	$(PY) -m ruff check .
 
 test: lint
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=15
+
+# Unit tests only: no redis-server, no uvicorn, no subprocess (the layers are markers, see pyproject.toml).
+test-fast: setup
+	$(PY) -m pytest -m "not integration and not e2e"
 
 demo: setup
 	$(RECALL) demo --data $(DEMO_DIR) $(DEMO_INPUT)

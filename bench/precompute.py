@@ -26,14 +26,15 @@ from cli.console import make_console
 from demo.prepare import DemoData, read_events
 from demo.replay import as_events
 from service.history import last_context
-from service.ingest import Event, normalise
-from service.keys import Keys
+from service.ingest import normalise
+from service.models import Event
 from service.redis_server import EmbeddedRedis
 from service.search import search
 from service.serving_model import ModelHolder
 from service.settings import Settings
-from service.streams import append_events, stream_backlog
-from service.user_state import read_state
+from service.store.keys import Keys
+from service.store.streams import append_events, stream_backlog
+from service.store.user_state import read_state
 from service.worker import NearlineWorker
 
 HOURS_LATER, K = (1, 24, 24 * 7), 50

@@ -45,12 +45,13 @@ from rich.table import Table
 from bench.catalogue import CONTEXTS, build_catalogue
 from cli.console import make_console
 from index_builder.build import build_and_publish
-from service.ingest import MAX_ID_LENGTH, signed_headers
-from service.keys import Keys
+from service.ingest import signed_headers
+from service.models import MAX_ID_LENGTH
 from service.redis_server import EmbeddedRedis
 from service.server_thread import free_port
-from service.streams import stream_backlog
-from service.user_state import read_histories
+from service.store.keys import Keys
+from service.store.streams import stream_backlog
+from service.store.user_state import read_histories
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"

@@ -41,8 +41,8 @@ def run_synth(args: argparse.Namespace) -> int:
     config = SynthConfig(n_users=args.users, n_items=args.items, seed=args.seed,
                          mean_sessions=args.sessions_per_user)
     with console.status(f"generating {args.users:,} users x {args.items:,} items"):
-        n_events, n_items = write_world(config, args.out)
-    console.print(f"wrote {n_events:,} events and {n_items:,} items to {args.out}")
+        events, items, _ = write_world(config, args.out)
+    console.print(f"wrote {len(events):,} events and {len(items):,} items to {args.out}")
     return 0
 
 

@@ -42,7 +42,7 @@ def settings_or_error():
 def shared_redis_or_error(settings):
     """A client of the shared Redis once it answers (retrying with backoff for RECALL_REDIS_CONNECT_TIMEOUT_S);
     one clear line and exit code 2 when it never does."""
-    from service.connection import connect_redis
+    from service.store.connection import connect_redis
 
     try:
         return connect_redis(settings.redis_url, settings.redis_cluster, settings.redis_connect_timeout_s)

@@ -123,16 +123,16 @@ def generate(config: SynthConfig) -> tuple[pd.DataFrame, pd.DataFrame, Synthetic
 
 
 
-def write_world(config: SynthConfig, out: Path) -> tuple[int, int]:
+def write_world(config: SynthConfig, out: Path) -> tuple[pd.DataFrame, pd.DataFrame, SyntheticWorld]:
     """events.parquet, items.parquet, world.npz (the ground truth the oracle reads) and world.json under `out`;
-    returns (events, items) written."""
+    returns what it wrote, as `generate` does."""
     events, items, world = generate(config)
     out.mkdir(parents=True, exist_ok=True)
     write_table(events, out / "events.parquet")
     write_table(items, out / "items.parquet")
     world.save(out / "world.npz")
     (out / "world.json").write_text(json.dumps(asdict(config), indent=2))
-    return len(events), len(items)
+    return events, items, world
 
 def _unit(rows: np.ndarray) -> np.ndarray:
     return (rows / np.linalg.norm(rows, axis=-1, keepdims=True)).astype(np.float32)

@@ -12,15 +12,16 @@ import faiss
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 
+from service.api import events, ops, recall
+from service.api.errors import validation_error
 from service.body_limit import BodySizeLimit
-from service.connection import connect_redis
 from service.deps import Services
-from service.keys import Keys
 from service.redis_server import EmbeddedRedis
-from service.routes import router, validation_error
 from service.serving_model import ModelHolder
 from service.settings import Settings, get_settings
-from service.streams import BacklogMonitor, ensure_groups
+from service.store.connection import connect_redis
+from service.store.keys import Keys
+from service.store.streams import BacklogMonitor, ensure_groups
 from service.worker import NearlineWorker
 
 
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                               "health, readiness and Prometheus metrics.")
     app.state.settings = settings or get_settings()
     app.add_middleware(BodySizeLimit, limit=app.state.settings.max_body_bytes)
-    app.include_router(router)
+    for api in (recall, events, ops):
+        app.include_router(api.router)
     app.add_exception_handler(RequestValidationError, validation_error)
     return app

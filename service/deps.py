@@ -8,10 +8,10 @@ from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request
 
-from service.keys import Keys, RedisClient
 from service.serving_model import ModelHolder, ServingModel
 from service.settings import Settings
-from service.streams import BacklogMonitor
+from service.store.keys import Keys, RedisClient
+from service.store.streams import BacklogMonitor
 
 
 @dataclass

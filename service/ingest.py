@@ -1,4 +1,4 @@
-"""The webhook's contract: signed raw bodies and the event model every batch is validated against.
+"""The webhook's signatures, and events normalised for the streams (the event model is in service/models.py).
 
 A sender signs `"<timestamp>." + raw body` with HMAC-SHA256 and the shared secret and sends
 `X-Recall-Timestamp: <unix seconds>` and `X-Recall-Signature: sha256=<hex>`. A timestamp outside the replay
@@ -10,53 +10,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from typing import Annotated, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, field_validator
 
 from contract.columns import ACTION_CODES
+from service.models import Event
 
-MAX_ID_LENGTH = 256
-MAX_FUTURE_S = 86_400  # clocks drift, but an event from tomorrow is a bug upstream
 TIMESTAMP_HEADER, SIGNATURE_HEADER = "X-Recall-Timestamp", "X-Recall-Signature"
-
-Id = Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_LENGTH)] | StrictInt
-OptionalText = Annotated[StrictStr, Field(max_length=MAX_ID_LENGTH)] | None
-
-
-class Event(BaseModel):
-    """One event in the data-contract shape (DESIGN.md section 3)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    user_id: Id
-    item_id: Id
-    timestamp: StrictInt | StrictFloat | None = Field(default=None, ge=0,
-                                                     description="unix seconds; absent = when received")
-    action: Literal["show", "click", "cart", "pay"] = "click"
-    context: OptionalText = None
-    scenario: OptionalText = None
-    session_id: Id | None = None
-    event_id: Id | None = Field(default=None, description="idempotency key; absent = a hash of the event")
-
-    @field_validator("timestamp")
-    @classmethod
-    def not_in_the_future(cls, value: float | None) -> float | None:
-        if value is not None and value > time.time() + MAX_FUTURE_S:
-            raise ValueError("timestamp is more than a day in the future")
-        return value
-
-
-class EventBatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    events: list[Event] = Field(min_length=1)
-
-
-class IngestResult(BaseModel):
-    accepted: int = Field(description="events appended to the streams")
-    duplicates: int = Field(description="events whose event_id was already seen (not appended again)")
 
 
 def sign(secret: str, timestamp: int | str, body: bytes) -> str:

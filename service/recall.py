@@ -17,11 +17,11 @@ import numpy as np
 
 from service import metrics
 from service.history import codes_of, last_context, new_history, viewed_items
-from service.keys import REDIS_ERRORS, Keys, RedisClient
-from service.schemas import RecallRequest
+from service.models import RecallRequest
 from service.search import search
 from service.serving_model import ServingModel
-from service.user_state import UserState, read_state
+from service.store.keys import REDIS_ERRORS, Keys, RedisClient
+from service.store.user_state import UserState, read_state
 
 
 @dataclass

@@ -27,11 +27,11 @@ from redis.cluster import RedisCluster
 
 from service import metrics
 from service.history import apply_event, codes_of, last_context, viewed_items
-from service.keys import REDIS_ERRORS, Keys, RedisClient
 from service.serving_model import ModelHolder, ServingModel
 from service.settings import Settings
-from service.streams import ensure_groups, stream_backlog, stream_id
-from service.user_state import read_histories, state_fields, write_states
+from service.store.keys import REDIS_ERRORS, Keys, RedisClient
+from service.store.streams import ensure_groups, stream_backlog, stream_id
+from service.store.user_state import read_histories, state_fields, write_states
 
 logger = logging.getLogger(__name__)
 

@@ -4,8 +4,12 @@ requests are sent. Nothing may be lost or applied twice, and no response may be 
 
 from __future__ import annotations
 
+import pytest
+
 from bench.reliability import failures, run
 from cli.console import make_console
+
+pytestmark = pytest.mark.e2e
 
 
 def test_a_short_soak_under_faults_loses_nothing():

@@ -9,6 +9,9 @@ import sys
 import time
 
 import httpx
+import pytest
+
+pytestmark = pytest.mark.integration
 
 
 def run_recall(*arguments: str, env: dict[str, str]) -> subprocess.CompletedProcess:

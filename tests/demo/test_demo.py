@@ -8,6 +8,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.e2e
+
 
 def test_demo_once_reports_recall_above_popularity_and_applies_every_event(tmp_path):
     from service.server_thread import free_port

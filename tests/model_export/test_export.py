@@ -13,7 +13,7 @@ from contract.vocab import Vocabularies
 from model_export import onnx_export
 from model_export.export import export_run
 from service.encoder_runner import OnnxUserEncoder, session_options
-from tests.conftest import train_tiny_run
+from tests.support.runs import train_tiny_run
 
 
 @pytest.mark.parametrize(("encoder", "layout"), [("tbgrecall", "sessions"), ("tbgrecall", "items"),

@@ -23,10 +23,12 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from service.ingest import MAX_ID_LENGTH, Event, EventBatch, normalise, signed_headers
-from service.schemas import MAX_K, RecallRequest
-from service.streams import stream_backlog
-from tests.service.conftest import SECRET, LiveService, post_events, service_settings, wait_until
+from service.ingest import normalise, signed_headers
+from service.models import MAX_ID_LENGTH, MAX_K, Event, EventBatch, RecallRequest
+from service.store.streams import stream_backlog
+from tests.support.service import SECRET, LiveService, post_events, service_settings, wait_until
+
+pytestmark = pytest.mark.integration
 
 CHECKS = [schemathesis.checks.not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance, negative_data_rejection]

@@ -44,6 +44,6 @@ def test_encoding_histories_through_preallocated_buffers_matches_the_export(tiny
 def test_runner_sizes_threads_for_the_container_and_imports_no_torch():
     assert 1 <= container_cpus() <= 1024
     # A fresh interpreter: other tests load torch into this one.
-    check = ("import sys, service.encoder_runner, index_builder.versions, service.app, service.routes, "
+    check = ("import sys, service.encoder_runner, index_builder.versions, service.app, service.api.recall, "
              "service.worker, cli.main; sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", check]).returncode == 0

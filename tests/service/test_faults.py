@@ -17,13 +17,14 @@ import httpx
 import pytest
 import redis
 
-from service.ingest import Event, normalise
-from service.keys import Keys
+from service.ingest import normalise
+from service.models import Event
 from service.redis_server import EmbeddedRedis
 from service.server_thread import free_port
 from service.serving_model import ModelHolder
-from service.streams import append_events
-from tests.service.conftest import (
+from service.store.keys import Keys
+from service.store.streams import append_events
+from tests.support.service import (
     LiveService,
     WorkerThreads,
     applied_sessions,
@@ -33,6 +34,8 @@ from tests.service.conftest import (
     service_settings,
     wait_until,
 )
+
+pytestmark = pytest.mark.integration
 
 
 def recall_env(settings, **extra: str) -> dict[str, str]:

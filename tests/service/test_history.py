@@ -58,7 +58,8 @@ def test_the_items_layout_keeps_every_event_its_own_session_in_order():
 
 def test_encoder_inputs_equal_what_training_builds_from_the_same_events(small_world, tiny_artifacts):
     from contract.events import load_events
-    from service.ingest import Event, normalise
+    from service.ingest import normalise
+    from service.models import Event
     from training.recommender import EncoderRecommender
     from training.run_dir import load_run
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import redis
 
 from service.redis_server import EmbeddedRedis
+
+pytestmark = pytest.mark.integration
 
 
 def test_embedded_redis_serves_on_a_private_socket_and_stops(tmp_path):

@@ -10,7 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.service.conftest import SECRET, post_events, wait_until
+from tests.support.service import SECRET, LiveService, post_events, scaled_out, service_settings, wait_until
+
+pytestmark = pytest.mark.integration
 
 
 def user_events(small_world, user_id: int, limit: int | None = None) -> list[dict]:
@@ -23,7 +25,7 @@ def user_events(small_world, user_id: int, limit: int | None = None) -> list[dic
 
 
 def recall(client, **request) -> dict:
-    from service.schemas import RecallResponse
+    from service.models import RecallResponse
 
     response = client.post("/v1/recall", json=request)
     assert response.status_code == 200, response.text
@@ -41,6 +43,7 @@ def stream_lengths(live_service) -> int:
     return sum(services.client.xlen(stream) for stream in services.keys.all_streams())
 
 
+@scaled_out
 def test_ingest_then_recall_matches_the_trained_model(live_service, small_world, service_artifacts):
     """The service's answer for a replayed user is what the torch model recommends from the same history."""
     from contract.events import load_events
@@ -112,8 +115,9 @@ def test_category_filter_returns_only_those_categories(live_service, small_world
     assert answer["items"] and {category_of[item["item_id"]] for item in answer["items"]} == {wanted}
 
 
+@scaled_out
 def test_duplicate_events_are_not_counted_twice(live_service, small_world):
-    from service.user_state import read_state
+    from service.store.user_state import read_state
 
     events = user_events(small_world, user_id=5, limit=40)
     with live_service.client() as client:
@@ -157,6 +161,7 @@ def test_cold_user_and_unknown_context(live_service):
     assert [i["item_id"] for i in cold["items"]] == [i["item_id"] for i in default["items"]]
 
 
+@scaled_out
 def test_hot_swap_under_concurrent_requests_serves_every_request(live_service, small_world, tiny_artifacts):
     """Publishing a new index (of another model) while requests run: none fails, and afterwards the answers
     come from the new pair, re-encoding vectors the old model stored."""
@@ -194,8 +199,6 @@ def test_hot_swap_under_concurrent_requests_serves_every_request(live_service, s
 
 def test_health_readiness_metrics_and_api_key(tmp_path, service_artifacts):
     from index_builder.build import build_and_publish
-    from tests.service.conftest import LiveService, service_settings
-
     service = LiveService(service_settings(tmp_path, api_key="k3y")).start()
     try:
         with service.client() as client:
@@ -218,8 +221,6 @@ def test_health_readiness_metrics_and_api_key(tmp_path, service_artifacts):
 
 def test_webhook_without_a_secret_is_disabled(tmp_path, service_artifacts):
     from index_builder.build import build_and_publish
-    from tests.service.conftest import LiveService, service_settings
-
     build_and_publish(service_artifacts, tmp_path / "index")
     service = LiveService(service_settings(tmp_path, webhook_secret=None)).start()
     try:
@@ -239,8 +240,6 @@ def test_shared_redis_with_auth_serves_api_and_separate_worker_processes(tmp_pat
 
     from index_builder.build import build_and_publish
     from service.redis_server import EmbeddedRedis
-    from tests.service.conftest import LiveService, service_settings
-
     build_and_publish(service_artifacts, tmp_path / "index")
     with EmbeddedRedis(tmp_path / "shared-redis", persistence=False, password="pa55") as server:
         settings = service_settings(tmp_path, redis_url=server.url)
@@ -261,7 +260,7 @@ def test_shared_redis_with_auth_serves_api_and_separate_worker_processes(tmp_pat
             worker.wait(timeout=30)
         assert worker.returncode == 0, worker.stderr.read().decode()
         with pytest.raises(RuntimeError, match="did not answer"):
-            from service.connection import connect_redis
+            from service.store.connection import connect_redis
 
             connect_redis(f"unix://{server.socket}?password=wrong", timeout_s=0.5)
 
@@ -270,8 +269,6 @@ def test_backpressure_and_body_limits(tmp_path, service_artifacts, small_world):
     """With the worker stopped, the backlog grows past its limit and the webhook answers 429 with Retry-After;
     a body over the limit gets 413. Neither writes anything."""
     from index_builder.build import build_and_publish
-    from tests.service.conftest import LiveService, service_settings
-
     build_and_publish(service_artifacts, tmp_path / "index")
     settings = service_settings(tmp_path, embedded_worker=False, max_stream_lag=20, max_body_bytes=20_000)
     service = LiveService(settings).start()
@@ -296,8 +293,6 @@ def test_rediss_url_connects_over_tls(tmp_path, service_artifacts, small_world):
 
     from index_builder.build import build_and_publish
     from service.server_thread import free_port
-    from tests.service.conftest import LiveService, service_settings
-
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
                     str(cert), "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],

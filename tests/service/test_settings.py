@@ -30,7 +30,7 @@ def test_every_setting_is_in_the_readme_configuration_table():
 
 
 def test_redis_passwords_never_reach_logs_or_errors():
-    from service.connection import redact
+    from service.store.connection import redact
 
     assert redact("redis://:hunter2@cache:6379/0") == "redis://***@cache:6379/0"
     assert redact("unix:///run/redis.sock?db=0&password=hunter2") == "unix:///run/redis.sock?db=0&password=***"

@@ -8,13 +8,23 @@ import time
 import pytest
 import redis
 
-from service.ingest import Event, normalise
-from service.keys import Keys
+from service.ingest import normalise
+from service.models import Event
 from service.redis_server import EmbeddedRedis
 from service.serving_model import ModelHolder
-from service.streams import append_events, ensure_groups, stream_backlog
+from service.store.keys import Keys
+from service.store.streams import append_events, ensure_groups, stream_backlog
 from service.worker import NearlineWorker
-from tests.service.conftest import applied_sessions, expected_sessions, hourly_events, service_settings, wait_until
+from tests.support.service import (
+    WorkerThreads,
+    applied_sessions,
+    expected_sessions,
+    hourly_events,
+    service_settings,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
 
 USERS, EVENTS_PER_USER = [f"u{n}" for n in range(12)], 6
 
@@ -130,9 +140,7 @@ def test_three_workers_on_a_redis_cluster_keep_each_users_order_and_lose_nothing
     import uuid
 
     from index_builder.build import build_and_publish
-    from service.connection import connect_redis
-    from tests.service.conftest import WorkerThreads
-
+    from service.store.connection import connect_redis
     build_and_publish(service_artifacts, tmp_path / "index")
     settings = service_settings(tmp_path, redis_url=redis_cluster.url, redis_cluster=True, stream_partitions=8,
                                 key_prefix=f"w{uuid.uuid4().hex[:8]}")

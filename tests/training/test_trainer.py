@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from contract.events import load_events
@@ -22,6 +23,7 @@ def small_config(**train_options) -> RunConfig:
                      train=TrainConfig(batch_size=16, lr=3e-3, threads=2, **train_options))
 
 
+@pytest.mark.e2e  # a learning-quality check: six epochs on the small world
 def test_a_short_training_run_beats_popularity(small_world):
     directory, _ = small_world
     log = load_events(directory / "events.parquet", directory / "items.parquet")

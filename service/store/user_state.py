@@ -21,7 +21,7 @@ import numpy as np
 import orjson
 
 from service.history import load_history
-from service.keys import Keys, RedisClient
+from service.store.keys import Keys, RedisClient
 
 WRITE_IF_UNCHANGED = """
 local current = redis.call('HGET', KEYS[1], 'last_id') or ''

@@ -1,49 +1,23 @@
-"""HTTP handlers. They only orchestrate: authentication, validation and the calls into the service modules."""
+"""POST /v1/events: the signed webhook. All of a batch is appended, or (on any bad event) none of it."""
 
 from __future__ import annotations
 
 import time
 from typing import Annotated
 
-import orjson
-from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response
+from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 
 from service import metrics
-from service.deps import ServicesDep, require_api_key, serving_model
-from service.ingest import (
-    SIGNATURE_HEADER,
-    TIMESTAMP_HEADER,
-    EventBatch,
-    IngestResult,
-    normalise,
-    signature_problem,
-)
-from service.keys import REDIS_ERRORS
-from service.recall import answer, encode_online, plan_recall
-from service.schemas import Readiness, RecallRequest, RecallResponse
-from service.serving_model import ServingModel
-from service.streams import append_events, stream_backlog
+from service.api.errors import validation_detail
+from service.deps import ServicesDep
+from service.ingest import SIGNATURE_HEADER, TIMESTAMP_HEADER, normalise, signature_problem
+from service.models import EventBatch, IngestResult
+from service.store.keys import REDIS_ERRORS
+from service.store.streams import append_events
 
 router = APIRouter()
-
-
-@router.post("/v1/recall", dependencies=[Depends(require_api_key)], response_model=RecallResponse,
-             responses={400: {"description": "the body is not JSON"}, 401: {}, 413: {}, 503: {}})
-async def recall_candidates(request: RecallRequest, services: ServicesDep,
-                            model: Annotated[ServingModel, Depends(serving_model)]) -> Response:
-    """Top-k candidates for the user in the request's context. The fast steps (a Redis read of well under a
-    millisecond, the FAISS search) run on the event loop: a thread-pool hop would cost more than they do."""
-    started = time.perf_counter()
-    plan = plan_recall(model, services.client, services.keys, request)
-    vector = plan.vector if plan.vector is not None else await run_in_threadpool(encode_online, model, plan)
-    body = orjson.dumps(answer(model, plan, vector))
-    metrics.REQUEST_SECONDS.labels("recall").observe(time.perf_counter() - started)
-    return Response(body, media_type="application/json")
 
 
 def inline_json_schema(model: type[BaseModel]) -> dict:
@@ -106,43 +80,3 @@ async def ingest_events(request: Request, services: ServicesDep,
     metrics.EVENTS_INGESTED.labels("duplicate").inc(len(events) - accepted)
     metrics.REQUEST_SECONDS.labels("events").observe(time.perf_counter() - started)
     return IngestResult(accepted=accepted, duplicates=len(events) - accepted)
-
-
-@router.get("/healthz")
-def healthz() -> dict:
-    return {"status": "ok"}
-
-
-@router.get("/readyz", responses={503: {"model": Readiness}})
-def readyz(services: ServicesDep, response: Response) -> Readiness:
-    problems, backlog = [], None
-    try:
-        redis_ok = bool(services.client.ping())
-        backlog = stream_backlog(services.client, services.keys)
-    except REDIS_ERRORS as error:
-        redis_ok = False
-        problems.append(f"redis: {error}")
-    model = services.holder.current
-    if model is None:
-        problems.append(f"index: {services.holder.last_error or 'none published yet'}")
-    ready = redis_ok and model is not None
-    response.status_code = 200 if ready else 503
-    return Readiness(ready=ready, redis=redis_ok, model_version=model.model_version if model else None,
-                     index_version=model.index_version if model else None, embedded=services.settings.embedded,
-                     stream_backlog=backlog,
-                     refused_index=services.holder.refused, problems=problems)
-
-
-@router.get("/metrics", response_class=PlainTextResponse)
-def prometheus_metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
-
-def validation_detail(errors: list[dict]) -> list[dict]:
-    """FastAPI's 422 detail list without the offending input: echoing it back cannot fail to serialise (a NaN
-    or 1e400 in the body is valid Python JSON but not valid response JSON) and leaks nothing."""
-    return [{"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]} for error in errors]
-
-
-async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
-    return JSONResponse(status_code=422, content={"detail": validation_detail(error.errors())})

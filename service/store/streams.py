@@ -11,7 +11,7 @@ from collections import defaultdict
 import orjson
 import redis
 
-from service.keys import REDIS_ERRORS, Keys, RedisClient
+from service.store.keys import REDIS_ERRORS, Keys, RedisClient
 
 # One partition per call, so every key lives in one hash slot: the event ids seen and the stream itself.
 # An event is appended only when its id was not seen within the dedupe window: redelivered webhooks are no-ops.

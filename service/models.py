@@ -1,14 +1,53 @@
-"""Typed request and response models of the HTTP API."""
+"""Every typed request and response model of the HTTP API: the webhook's events and /v1/recall's bodies."""
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator
 
-from service.ingest import MAX_ID_LENGTH
+MAX_ID_LENGTH = 256
+MAX_FUTURE_S = 86_400  # clocks drift, but an event from tomorrow is a bug upstream
 
 Id = Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_LENGTH)] | StrictInt
+OptionalText = Annotated[StrictStr, Field(max_length=MAX_ID_LENGTH)] | None
+
+
+class Event(BaseModel):
+    """One event in the data-contract shape (DESIGN.md section 3)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: Id
+    item_id: Id
+    timestamp: StrictInt | StrictFloat | None = Field(default=None, ge=0,
+                                                     description="unix seconds; absent = when received")
+    action: Literal["show", "click", "cart", "pay"] = "click"
+    context: OptionalText = None
+    scenario: OptionalText = None
+    session_id: Id | None = None
+    event_id: Id | None = Field(default=None, description="idempotency key; absent = a hash of the event")
+
+    @field_validator("timestamp")
+    @classmethod
+    def not_in_the_future(cls, value: float | None) -> float | None:
+        if value is not None and value > time.time() + MAX_FUTURE_S:
+            raise ValueError("timestamp is more than a day in the future")
+        return value
+
+
+class EventBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[Event] = Field(min_length=1)
+
+
+class IngestResult(BaseModel):
+    accepted: int = Field(description="events appended to the streams")
+    duplicates: int = Field(description="events whose event_id was already seen (not appended again)")
+
+
 MAX_K = 1000
 MAX_LIST = 1000
 

@@ -11,7 +11,7 @@ from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.retry import Retry
 
-from service.keys import REDIS_ERRORS, RedisClient
+from service.store.keys import REDIS_ERRORS, RedisClient
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,44 @@
+"""What operators probe: liveness, readiness (Redis, the live model and index, the stream backlog), metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from fastapi.responses import PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from service.deps import ServicesDep
+from service.models import Readiness
+from service.store.keys import REDIS_ERRORS
+from service.store.streams import stream_backlog
+
+router = APIRouter()
+
+
+@router.get("/healthz")
+def healthz() -> dict:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"model": Readiness}})
+def readyz(services: ServicesDep, response: Response) -> Readiness:
+    problems, backlog = [], None
+    try:
+        redis_ok = bool(services.client.ping())
+        backlog = stream_backlog(services.client, services.keys)
+    except REDIS_ERRORS as error:
+        redis_ok = False
+        problems.append(f"redis: {error}")
+    model = services.holder.current
+    if model is None:
+        problems.append(f"index: {services.holder.last_error or 'none published yet'}")
+    ready = redis_ok and model is not None
+    response.status_code = 200 if ready else 503
+    return Readiness(ready=ready, redis=redis_ok, model_version=model.model_version if model else None,
+                     index_version=model.index_version if model else None, embedded=services.settings.embedded,
+                     stream_backlog=backlog,
+                     refused_index=services.holder.refused, problems=problems)
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+def prometheus_metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

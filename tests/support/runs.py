@@ -1,0 +1,31 @@
+"""Small trained runs for the tests: what `recall train` and `recall export` write, on a synthetic world."""
+
+from __future__ import annotations
+
+
+def train_tiny_run(directory, run_path, encoder: str = "tbgrecall", epochs: int = 1, layout: str = "sessions"):
+    """Train a small model on a world's events and save it as a run (what `recall train` writes)."""
+    from contract.events import load_events
+    from training.config import ModelConfig, RunConfig, TrainConfig
+    from training.recommender import sample_inputs
+    from training.run_dir import Run, save_run
+    from training.trainer import train
+
+    log = load_events(directory / "events.parquet", directory / "items.parquet")
+    config = RunConfig(model=ModelConfig(encoder=encoder, dim=32, n_heads=2, max_len=96, layout=layout),
+                       train=TrainConfig(epochs=epochs, batch_size=32, lr=3e-3, threads=2))
+    result = train(log, config, protocol="temporal", show_progress=False)
+    metrics = {"validation": result.metrics, "data": {"session_gap_s": 1800, "has_timestamp": True}}
+    save_run(run_path, Run(model=result.model, config=config, vocabs=log.vocabs, metrics=metrics,
+                           sample_inputs=sample_inputs(result.model, log)), result.history)
+    return run_path
+
+
+def exported_run(root, small_world, epochs: int):
+    """A TBGRecall run trained on the small world for `epochs`, exported: (run path, artifact path)."""
+    from model_export.export import export_run
+
+    directory, _ = small_world
+    run = train_tiny_run(directory, root / "run", epochs=epochs)
+    export_run(run, root / "artifacts")
+    return run, root / "artifacts"
