@@ -121,6 +121,15 @@ def fabricated_artifacts(directory, n_items: int, dim: int = 32):
     return directory
 
 
+def test_any_factory_string_is_built_and_its_search_parameter_tuned():
+    vectors, queries = clustered_vectors(3000), clustered_vectors(200, seed=1)
+    # SQ, not PQ: faiss-cpu's PQ training takes 20-40 s on 3,000 vectors here (the e2e test below covers PQ).
+    built = build_index(vectors, queries, "IVF64,SQ8", k=50, recall_floor=0.8, use_gpu=False)
+    assert built.factory == "IVF64,SQ8" and isinstance(built.index, faiss.IndexIVFScalarQuantizer)
+    assert set(built.params) == {"nprobe"} and built.recall["recall@50"] >= 0.8
+
+
+@pytest.mark.e2e  # IVF4096 trains 4,096 centroids: about a minute on 2 cores
 def test_build_index_takes_a_faiss_factory_string(tmp_path):
     from cli.main import main
 
