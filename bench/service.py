@@ -119,7 +119,7 @@ def raw_search(index_root: Path, service: Service, n_queries: int = 2000) -> Loa
     loaded = open_version(index_root)
     pipe = service.redis.pipeline(transaction=False)
     for u in range(n_queries):
-        pipe.hget(service.store.keys.user(f"user-{u % N_USERS}"), "vectors")
+        pipe.hget(service.keys.user(f"user-{u % N_USERS}"), "vectors")
     queries = np.stack([np.frombuffer(raw, np.float32)[:loaded.index.d] for raw in pipe.execute()])
     result = LoadResult()
     started = time.perf_counter()
@@ -175,7 +175,7 @@ def freshness(service: Service, rate: int, seconds: float, n_items: int, tag: st
     service.wait_drained()
     pipe = service.redis.pipeline(transaction=False)
     for probe in offered["sent"]:
-        pipe.hget(service.store.keys.user(probe), "updated_ms")
+        pipe.hget(service.keys.user(probe), "updated_ms")
     written = pipe.execute()
     delays = [int(updated) - sent for updated, sent in zip(written, offered["sent"].values(), strict=True)
               if updated is not None]

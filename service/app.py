@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 import faiss
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 
 from service.api import events, ops, recall
 from service.api.errors import validation_error
@@ -57,7 +58,10 @@ async def lifespan(app: FastAPI):
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    # operationIds are the handlers' names (recall_candidates, not recall_candidates_v1_recall_post): client
+    # generators turn them into method names.
     app = FastAPI(title="nearline-recall", version="0.1.0", lifespan=lifespan,
+                  generate_unique_id_function=lambda route: route.name,
                   description="Near-line generative candidate generation: /v1/recall, the /v1/events webhook, "
                               "health, readiness and Prometheus metrics.")
     app.state.settings = settings or get_settings()
@@ -65,4 +69,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for api in (recall, events, ops):
         app.include_router(api.router)
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.openapi = lambda: deployment_openapi(app)
     return app
+
+
+def deployment_openapi(app: FastAPI) -> dict:
+    """The OpenAPI document of this deployment: /v1/recall declares the X-API-Key scheme only when
+    RECALL_API_KEY is set, since only then is a request without it refused."""
+    if app.openapi_schema is None:
+        document = get_openapi(title=app.title, version=app.version, description=app.description,
+                               routes=app.routes)
+        if app.state.settings.api_key is None:
+            for operations in document["paths"].values():
+                for operation in operations.values():
+                    operation.pop("security", None)
+            document.get("components", {}).pop("securitySchemes", None)
+        app.openapi_schema = document
+    return app.openapi_schema

@@ -19,7 +19,10 @@ router = APIRouter()
 
 
 @router.post("/v1/recall", dependencies=[Depends(require_api_key)], response_model=RecallResponse,
-             responses={400: {"description": "the body is not JSON"}, 401: {}, 413: {}, 503: {}})
+             responses={400: {"description": "the body cannot be decoded at all (FastAPI's parser gives up)"},
+                        401: {"description": "X-API-Key missing or wrong"}, 413: {"description": "body too large"},
+                        422: {"description": "the body is not JSON, or a field breaks the schema (named in detail)"},
+                        503: {"description": "no index loaded yet"}})
 async def recall_candidates(request: RecallRequest, services: ServicesDep,
                             model: Annotated[ServingModel, Depends(serving_model)]) -> Response:
     """Top-k candidates for the user in the request's context. The fast steps (a Redis read of well under a
