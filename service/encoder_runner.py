@@ -87,6 +87,11 @@ class OnnxUserEncoder:
                     self.session.get_providers()[0], self.threads)
 
     @property
+    def provider(self) -> str:
+        """The execution provider onnxruntime actually runs the encoder with (CUDA falls back to the CPU)."""
+        return self.session.get_providers()[0]
+
+    @property
     def model_version(self) -> str:
         return str(self.manifest["model_version"])
 

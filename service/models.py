@@ -98,4 +98,7 @@ class Readiness(BaseModel):
     stream_backlog: int | None = Field(description="events appended but not yet applied by the workers")
     refused_index: str | None = Field(default=None, description="the published index version that was refused "
                                       "(while the live pair keeps serving), and why")
+    encoder_provider: str | None = Field(default=None, description="the onnxruntime execution provider that runs "
+                                         "the user encoder, e.g. CPUExecutionProvider or CUDAExecutionProvider")
+    faiss_device: Literal["cpu", "gpu"] | None = Field(default=None, description="where the live index searches")
     problems: list[str]

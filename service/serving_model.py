@@ -153,9 +153,13 @@ class ModelHolder:
                 self._refused_version = published
                 logger.error("not serving index %s: %s", published, error)
                 return False
+            previous = self.current
             self.current, self.last_error = fresh, None  # one reference assignment: the swap
             self.live_version = published
             metrics.INDEX_SWAPS.inc()
+            if previous is not None:
+                metrics.SERVING.labels(previous.model_version, previous.index_version or "").set(0)
+            metrics.SERVING.labels(fresh.model_version, fresh.index_version or "").set(1)
             logger.info("serving model %s with index %s", fresh.model_version, published)
             return True
 

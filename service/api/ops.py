@@ -35,8 +35,9 @@ def readyz(services: ServicesDep, response: Response) -> Readiness:
     response.status_code = 200 if ready else 503
     return Readiness(ready=ready, redis=redis_ok, model_version=model.model_version if model else None,
                      index_version=model.index_version if model else None, embedded=services.settings.embedded,
-                     stream_backlog=backlog,
-                     refused_index=services.holder.refused, problems=problems)
+                     stream_backlog=backlog, refused_index=services.holder.refused,
+                     encoder_provider=model.encoder.provider if model else None,
+                     faiss_device=("gpu" if model.on_gpu else "cpu") if model else None, problems=problems)
 
 
 @router.get("/metrics", response_class=PlainTextResponse)

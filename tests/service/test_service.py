@@ -316,3 +316,12 @@ def test_rediss_url_connects_over_tls(tmp_path, service_artifacts, small_world):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_readiness_names_the_runtime_and_metrics_name_the_live_versions(live_service):
+    with live_service.client() as client:
+        ready = client.get("/readyz").json()
+        assert ready["encoder_provider"] == "CPUExecutionProvider" and ready["faiss_device"] == "cpu"  # no GPU here
+        serving = f'recall_serving_info{{index_version="{ready["index_version"]}",' \
+                  f'model_version="{ready["model_version"]}"}} 1.0'
+        assert serving in client.get("/metrics").text
