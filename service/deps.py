@@ -6,9 +6,10 @@ import hmac
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, Security
+from fastapi import Depends, Header, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader
 
+from service.ingest import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature_problem
 from service.serving_model import ModelHolder, ServingModel
 from service.settings import Settings
 from service.store.keys import Keys, RedisClient
@@ -52,3 +53,18 @@ async def require_api_key(services: ServicesDep,
     if expected is not None and not hmac.compare_digest((x_api_key or "").encode("latin-1"),
                                                         expected.get_secret_value().encode()):
         raise HTTPException(401, detail="X-API-Key header missing or wrong")
+
+
+async def signed_body(services: ServicesDep, request: Request,
+                      timestamp: Annotated[str | None, Header(alias=TIMESTAMP_HEADER)] = None,
+                      signature: Annotated[str | None, Header(alias=SIGNATURE_HEADER)] = None) -> bytes:
+    """The webhook's raw body, once its signature checks out (the signature covers these exact bytes)."""
+    settings = services.settings
+    if settings.webhook_secret is None:
+        raise HTTPException(503, detail="the webhook is disabled: set RECALL_WEBHOOK_SECRET")
+    body = await request.body()  # at most RECALL_MAX_BODY_BYTES: service.body_limit refuses more with 413
+    problem = signature_problem(settings.webhook_secret.get_secret_value(), timestamp, signature, body,
+                                settings.replay_window_s)
+    if problem:
+        raise HTTPException(401, detail=problem)
+    return body

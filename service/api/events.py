@@ -5,14 +5,14 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ValidationError
 
 from service import metrics
 from service.api.errors import validation_detail
-from service.deps import ServicesDep
-from service.ingest import SIGNATURE_HEADER, TIMESTAMP_HEADER, normalise, signature_problem
+from service.deps import ServicesDep, signed_body
+from service.ingest import normalise
 from service.models import EventBatch, IngestResult
 from service.store.keys import REDIS_ERRORS
 from service.store.streams import append_events
@@ -43,19 +43,10 @@ EVENTS_BODY = {"requestBody": {"required": True,
 
 @router.post("/v1/events", status_code=202, responses={401: {}, 413: {}, 422: {}, 429: {}, 503: {}},
              openapi_extra=EVENTS_BODY)
-async def ingest_events(request: Request, services: ServicesDep,
-                        timestamp: Annotated[str | None, Header(alias=TIMESTAMP_HEADER)] = None,
-                        signature: Annotated[str | None, Header(alias=SIGNATURE_HEADER)] = None) -> IngestResult:
+async def ingest_events(services: ServicesDep, body: Annotated[bytes, Depends(signed_body)]) -> IngestResult:
     """Append a signed batch of events to the streams: all of it, or (on any bad event) none of it."""
     started = time.perf_counter()
     settings = services.settings
-    if settings.webhook_secret is None:
-        raise HTTPException(503, detail="the webhook is disabled: set RECALL_WEBHOOK_SECRET")
-    body = await request.body()  # at most RECALL_MAX_BODY_BYTES: service.body_limit refuses more with 413
-    problem = signature_problem(settings.webhook_secret.get_secret_value(), timestamp, signature, body,
-                                settings.replay_window_s)
-    if problem:
-        raise HTTPException(401, detail=problem)
     try:
         batch = EventBatch.model_validate_json(body)
     except ValidationError as error:
