@@ -16,9 +16,6 @@ from contract.columns import Columns
 from contract.errors import DataError
 from contract.table_io import read_table, write_table
 from evaluation.synth import SynthConfig, write_world
-from index_builder.build import build_and_publish
-from model_export.export import export_run
-from training.pipeline import TrainRequest, train_run
 
 HOLDOUT_FRACTION = 0.1
 TRAIN_CONFIG = Path(__file__).resolve().parent / "train.toml"
@@ -81,6 +78,11 @@ def split_history(events_path: Path, data: DemoData) -> None:
 def prepare(directory: Path, events: Path | None = None, items: Path | None = None, users: int = 2000,
             n_items: int = 1000, epochs: int = 8, console: Console | None = None) -> DemoData:
     """Everything the service needs, under `directory` (reused when prepared from the same inputs)."""
+    # Imported here: `recall demo --url` (the replayer) reads DemoData and never trains, so it skips torch.
+    from index_builder.build import build_and_publish
+    from model_export.export import export_run
+    from training.pipeline import TrainRequest, train_run
+
     console = console or Console(quiet=True)
     data = DemoData(directory)
     inputs = {"events": str(events.resolve()) if events else None, "items": str(items.resolve()) if items else None,
