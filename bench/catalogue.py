@@ -7,6 +7,7 @@ embeddings are set around 1,000 centres (and each item's category follows its ce
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from bench.datasets import CACHE
 from contract.manifests import FeatureSchema
 from contract.vocab import Vocabularies
 from index_builder.build import build_and_publish
+from index_builder.versions import IndexRejected, current_version, verified_manifest
 from model_export.export import export_run
 from service.history import apply_event, encoder_inputs, new_history
 from training.config import ModelConfig, RunConfig
@@ -45,7 +47,11 @@ def build_catalogue(n_items: int, root: Path = CACHE / "service") -> tuple[Path,
     directory = root / f"items-{n_items}"
     artifacts, index_root = directory / "artifacts", directory / "index"
     if (index_root / "CURRENT").exists():
-        return artifacts, index_root
+        try:
+            verified_manifest(index_root, current_version(index_root))
+            return artifacts, index_root
+        except IndexRejected:  # cached by an older release (a version format it no longer serves): rebuild
+            shutil.rmtree(directory)
     rng = np.random.default_rng(0)
     vocabs = Vocabularies()
     vocabs.items.encode(np.arange(1, n_items + 1))

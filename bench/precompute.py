@@ -52,8 +52,7 @@ def main() -> None:
     history = read_events(data.history)
     users = history.user_id.drop_duplicates().head(args.users)
     with tempfile.TemporaryDirectory() as directory, EmbeddedRedis(Path(directory), persistence=False) as server:
-        settings = Settings(redis_url=server.url, index_root=data.index, artifacts_dir=data.artifacts,
-                            worker_block_ms=0)
+        settings = Settings(redis_url=server.url, index_root=data.index, worker_block_ms=0)
         holder = ModelHolder(settings)
         holder.refresh()
         model, client = holder.current, redis.Redis.from_url(server.url)

@@ -259,9 +259,29 @@ def try_bad_inputs(url: str, tally: Tally) -> None:
             tally.bad_inputs[status] = tally.bad_inputs.get(status, 0) + 1
 
 
+def mixed_version(root: Path, live: str, other_artifacts: Path, name: str) -> Path:
+    """A version under `root` holding another model's index beside the live version's encoder, with checksums
+    that match: only the check that index and encoder come from one model can refuse it."""
+    from contract.file_io import sha256_file
+    from index_builder.versions import MODEL_FILES
+
+    staging = root.parent / f"staging-{name}"
+    report = build_and_publish(other_artifacts, staging)
+    mixed = root / "versions" / name
+    shutil.copytree(staging / "versions" / report.version, mixed)
+    shutil.rmtree(staging)
+    live_manifest = json.loads((root / "versions" / live / "manifest.json").read_text())
+    manifest = json.loads((mixed / "manifest.json").read_text())
+    for file_name in MODEL_FILES:
+        shutil.copyfile(root / "versions" / live / file_name, mixed / file_name)
+        manifest["checksums"][file_name] = sha256_file(mixed / file_name)
+    (mixed / "manifest.json").write_text(json.dumps({**manifest, "model": live_manifest["model"]}))
+    return mixed
+
+
 def publish_bad_index(cluster: Cluster, kind: str, other_artifacts: Path, tally: Tally) -> None:
-    """Point CURRENT at a corrupt version, or at an index of another model whose manifest names this model's
-    artifacts; check it is refused while the live pair keeps answering; then point CURRENT back."""
+    """Point CURRENT at a corrupt version, or at a version mixing another model's index with the live encoder;
+    check it is refused while the live pair keeps answering; then point CURRENT back."""
     root, live = cluster.index_root, (cluster.index_root / "CURRENT").read_text()
     bad = root / "versions" / f"bad-{kind}"
     if kind == "corrupt":
@@ -270,12 +290,7 @@ def publish_bad_index(cluster: Cluster, kind: str, other_artifacts: Path, tally:
         data[len(data) // 2] ^= 0xFF
         (bad / "index.faiss").write_bytes(bytes(data))
     else:
-        staging = cluster.directory / "staging"
-        report = build_and_publish(other_artifacts, staging)
-        shutil.copytree(staging / "versions" / report.version, bad)
-        manifest = json.loads((bad / "manifest.json").read_text())
-        manifest["artifacts"] = json.loads((root / "versions" / live / "manifest.json").read_text())["artifacts"]
-        (bad / "manifest.json").write_text(json.dumps(manifest))
+        mixed_version(root, live, other_artifacts, bad.name)
     (root / "CURRENT").write_text(bad.name)
     deadline = time.monotonic() + 20
     while not ((state := cluster.ready()) and (state.get("refused_index") or "").startswith(bad.name)):

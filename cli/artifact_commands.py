@@ -26,6 +26,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     build.add_argument("--keep", type=int, default=3, help="versions to keep")
     build.add_argument("--gpu", choices=("auto", "yes", "no"), default="auto")
     build.set_defaults(handler=run_build_index)
+    rollback = commands.add_parser("rollback", help="serve an earlier kept version (the running service swaps)")
+    rollback.add_argument("--index", required=True, type=Path, help="index root")
+    rollback.add_argument("--to", help="the version to serve (default: the one published before the live one)")
+    rollback.set_defaults(handler=run_rollback)
+    versions = commands.add_parser("versions", help="list the kept versions of an index root")
+    versions.add_argument("--index", required=True, type=Path, help="index root")
+    versions.set_defaults(handler=run_versions)
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -68,4 +75,39 @@ def run_build_index(args: argparse.Namespace) -> int:
     console.print(f"published {args.out}/versions/{report.version}: {manifest['factory']} "
                   f"{manifest['search_params']} on {manifest['built_on']}, {manifest['recall']}, "
                   f"built in {manifest['build_seconds']} s")
+    return 0
+
+
+def run_rollback(args: argparse.Namespace) -> int:
+    """Point CURRENT at a kept version after checking its files; the service hot-swaps to it within a second."""
+    from contract.errors import DataError
+    from index_builder.versions import IndexRejected, current_version, rollback
+
+    before = current_version(args.index)
+    try:
+        version = rollback(args.index, args.to)
+    except IndexRejected as error:
+        raise DataError("--to" if args.to else str(args.index), str(error)) from None
+    make_console().print(f"{args.index}: CURRENT {before} -> {version}")
+    return 0
+
+
+def run_versions(args: argparse.Namespace) -> int:
+    """One row per kept version: what it serves, what it came from, how good its index and gate figures are."""
+    from rich.table import Table
+
+    from contract.errors import DataError
+    from index_builder.versions import version_summaries
+
+    summaries = version_summaries(args.index)
+    if not summaries:
+        raise DataError(str(args.index), "no published versions (run `recall build-index --out` first)")
+    table = Table("", "version", "model", "parent", "created", "recall", "gate")
+    for summary in summaries:
+        recall = ", ".join(f"{name} {value:.3f}" for name, value in summary.recall.items())
+        gate = "-" if summary.gate is None else ("passed" if summary.gate.get("passed") else "refused")
+        table.add_row("live" if summary.live else "", summary.version, summary.model_version,
+                      summary.parent or "-", summary.created_at, recall,
+                      gate if summary.problem is None else f"[red]unservable: {summary.problem}")
+    make_console().print(table)
     return 0

@@ -66,8 +66,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
     generated = not os.environ.get("RECALL_WEBHOOK_SECRET")
     secret = os.environ.get("RECALL_WEBHOOK_SECRET") or secrets.token_urlsafe(24)
-    settings = Settings(redis_url=None, data_dir=args.data / "var", index_root=data.index, webhook_secret=secret,
-                        artifacts_dir=data.artifacts)
+    settings = Settings(redis_url=None, data_dir=args.data / "var", index_root=data.index, webhook_secret=secret)
     with console.status("starting the embedded service (redis-server, worker, API)"):
         try:
             server = ServerThread(settings, args.host, args.port).start()

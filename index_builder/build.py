@@ -1,4 +1,5 @@
-"""`recall build-index`: exported item vectors -> a tuned, verified, atomically published FAISS index."""
+"""`recall build-index`: an export -> a tuned, verified FAISS index, published with the export's model files as
+one self-contained version."""
 
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def build_and_publish(artifacts: str | Path, root: str | Path, kind: str = "auto
         "search_params": built.params, "build_seconds": round(built.build_seconds, 2),
         "total_seconds": round(time.perf_counter() - started, 2), "built_on": built.device,
         "recall": built.recall, "recall_floor": recall_floor, "faiss_version": faiss.__version__,
-        "artifacts": str(artifacts.resolve()), "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"), "model": model_manifest,
     }
-    version = publish(root, built.index, id_map, manifest, keep)
+    version = publish(root, built.index, id_map, manifest, artifacts, keep)
     return BuildReport(version=version, manifest=manifest)

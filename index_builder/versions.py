@@ -1,8 +1,16 @@
-"""Versioned index directories, published atomically, and verified before anyone searches them.
+"""Self-contained versions, published atomically, verified before anyone serves them, and rolled back by pointer.
 
     INDEX_ROOT/
       CURRENT                      the name of the live version (replaced by rename: never half-written)
-      versions/<version>/          index.faiss, id_map.npy (row -> item code), manifest.json
+      versions/<version>/          everything the service needs, nothing it must find elsewhere:
+        index.faiss, id_map.npy    the index and each row's item code
+        user_encoder.onnx          the model the index's vectors came from,
+        vocabularies.json          its id <-> code maps
+        item_side.npz              and each item's category and seller (filters)
+        manifest.json              the index's figures, the export's manifest ("model"), every file's checksum
+
+A version never points outside itself, so a rebuild cannot break a kept version, and the root can be mounted
+anywhere (compose, Kubernetes) without rewriting it.
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ from contract.file_io import first_mismatch, sha256_file
 from index_builder.faiss_index import apply_params
 
 INDEX_FILES = ("index.faiss", "id_map.npy")
+MODEL_FILES = ("user_encoder.onnx", "vocabularies.json", "item_side.npz")  # copied from the export
+VERSION_FILES = INDEX_FILES + MODEL_FILES
 
 
 class IndexRejected(ValueError):
@@ -40,8 +50,10 @@ def _fsync_file(path: Path) -> None:
         os.fsync(handle.fileno())
 
 
-def publish(root: str | Path, index: faiss.Index, id_map: np.ndarray, manifest: dict, keep: int = 3) -> str:
-    """Write a new version beside the live one, then point CURRENT at it in one rename. Returns its name."""
+def publish(root: str | Path, index: faiss.Index, id_map: np.ndarray, manifest: dict, artifacts: Path,
+            keep: int = 3) -> str:
+    """Write a new version (the index and the export's model files) beside the live one, then point CURRENT at
+    it in one rename. Returns its name."""
     root = Path(root)
     versions = root / "versions"
     versions.mkdir(parents=True, exist_ok=True)
@@ -51,22 +63,92 @@ def publish(root: str | Path, index: faiss.Index, id_map: np.ndarray, manifest: 
     tmp.mkdir()
     faiss.write_index(index, str(tmp / "index.faiss"))
     np.save(tmp / "id_map.npy", id_map.astype(np.int64))
+    for name in MODEL_FILES:
+        shutil.copyfile(artifacts / name, tmp / name)
     full = {**manifest, "index_version": version, "item_count": int(index.ntotal), "dim": int(index.d),
-            "checksums": {name: sha256_file(tmp / name) for name in INDEX_FILES}}
+            "checksums": {name: sha256_file(tmp / name) for name in VERSION_FILES}}
     (tmp / "manifest.json").write_text(json.dumps(full, indent=2))
-    for name in (*INDEX_FILES, "manifest.json"):
+    for name in (*VERSION_FILES, "manifest.json"):
         _fsync_file(tmp / name)
     os.replace(tmp, versions / version)
-    pointer = root / "CURRENT.tmp"
-    pointer.write_text(version)
-    _fsync_file(pointer)
-    os.replace(pointer, root / "CURRENT")
+    _point_current(root, version)
     _prune(versions, keep, live=version)
     return version
 
 
+def _point_current(root: Path, version: str) -> None:
+    pointer = root / "CURRENT.tmp"
+    pointer.write_text(version)
+    _fsync_file(pointer)
+    os.replace(pointer, root / "CURRENT")
+
+
+def kept_versions(root: str | Path) -> list[str]:
+    """The published versions still on disk, oldest first (names start with their UTC publish time)."""
+    versions = Path(root) / "versions"
+    if not versions.is_dir():
+        return []
+    return sorted(p.name for p in versions.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+@dataclass
+class VersionSummary:
+    version: str
+    live: bool
+    model_version: str
+    parent: str | None  # the model it was warm-started from: a kept version's model version, else the run path
+    created_at: str
+    recall: dict
+    gate: dict | None  # `recall publish --gate-events` figures, when it was gated
+    problem: str | None  # why the service would refuse it, when it would
+
+
+def version_summaries(root: str | Path) -> list[VersionSummary]:
+    """Every kept version, oldest first, with what an operator picks a rollback target by."""
+    root = Path(root)
+    live = current_version(root)
+    manifests: dict[str, dict] = {}
+    problems: dict[str, str | None] = {}
+    for name in kept_versions(root):
+        try:
+            manifests[name], problems[name] = verified_manifest(root, name), None
+        except IndexRejected as error:
+            problems[name] = str(error)
+            try:
+                manifests[name] = json.loads((root / "versions" / name / "manifest.json").read_text())
+            except (OSError, ValueError):
+                manifests[name] = {}
+    model_of_run = {m["model"]["run"]: m["model"]["model_version"] for m in manifests.values()
+                    if isinstance(m.get("model"), dict) and "run" in m["model"]}
+    summaries = []
+    for name, manifest in manifests.items():
+        parent_run = (manifest.get("model") or {}).get("parent_run")
+        summaries.append(VersionSummary(
+            version=name, live=name == live, model_version=manifest.get("model_version", "?"),
+            parent=model_of_run.get(parent_run, parent_run), created_at=manifest.get("created_at", "?"),
+            recall=manifest.get("recall", {}), gate=manifest.get("gate"), problem=problems[name]))
+    return summaries
+
+
+def rollback(root: str | Path, to: str | None = None) -> str:
+    """Point CURRENT at `to`, by default the newest kept version published before the live one, once its files
+    match their checksums. Returns the version now live; IndexRejected when there is none to go back to."""
+    root = Path(root)
+    kept, live = kept_versions(root), current_version(root)
+    if to is None:
+        older = [name for name in kept if live is None or name < live]
+        if not older:
+            raise IndexRejected(f"{root}: no kept version older than the live one ({live}) to roll back to")
+        to = older[-1]
+    elif to not in kept:
+        raise IndexRejected(f"{root}: no kept version {to} (kept: {', '.join(kept) or 'none'})")
+    verified_manifest(root, to)
+    _point_current(root, to)
+    return to
+
+
 def _prune(versions: Path, keep: int, live: str) -> None:
-    names = sorted(p.name for p in versions.iterdir() if p.is_dir() and not p.name.startswith("."))
+    names = kept_versions(versions.parent)
     for name in names[:-keep] if keep > 0 else []:
         if name != live:
             shutil.rmtree(versions / name, ignore_errors=True)
@@ -79,22 +161,22 @@ def current_version(root: str | Path) -> str | None:
         return None
 
 
-def open_version(root: str | Path, version: str | None = None, model_version: str | None = None,
-                 dim: int | None = None) -> LoadedIndex:
-    """Load and verify a version (default: CURRENT): checksums, dimension, model version, row count.
+def open_version(root: str | Path, version: str | None = None) -> LoadedIndex:
+    """Load and verify a version (default: CURRENT): checksums, one model for index and encoder, dimension,
+    row count.
 
     Reading CURRENT races with publishers that prune old versions: when the version being read vanishes and
     CURRENT has moved on meanwhile, the new CURRENT is read instead.
     """
     root = Path(root)
     if version is not None:
-        return _open(root, version, model_version, dim)
+        return _open(root, version)
     for _ in range(5):
         version = current_version(root)
         if version is None:
             raise IndexRejected(f"{root}: no CURRENT index published")
         try:
-            return _open(root, version, model_version, dim)
+            return _open(root, version)
         except IndexRejected:
             if current_version(root) == version:
                 raise
@@ -102,27 +184,31 @@ def open_version(root: str | Path, version: str | None = None, model_version: st
 
 
 def verified_manifest(root: str | Path, version: str) -> dict:
-    """The manifest of a version whose files all match their checksums (what a worker, which encodes but never
-    searches, checks: it refuses the same versions the API does)."""
+    """The manifest of a version whose files all match their checksums and whose index and encoder come from one
+    model (what a worker, which encodes but never searches, checks: it refuses the same versions the API does)."""
     directory = Path(root) / "versions" / version
     try:
         manifest = json.loads((directory / "manifest.json").read_text())
     except (OSError, ValueError) as error:
         raise IndexRejected(f"{directory}: unreadable manifest ({error})") from None
-    bad = first_mismatch(directory, INDEX_FILES, manifest["checksums"])
+    if not isinstance(manifest, dict) or "model" not in manifest:
+        raise IndexRejected(f"{directory}: not a self-contained version (published by an older release, whose "
+                            f"model files lived outside it): rebuild it with `recall build-index`")
+    bad = first_mismatch(directory, VERSION_FILES, manifest.get("checksums", {}))
     if bad:
         raise IndexRejected(f"{directory}: {bad} is missing or its checksum does not match the manifest")
+    model = manifest["model"]
+    if model["model_version"] != manifest["model_version"]:
+        raise IndexRejected(f"{directory}: the encoder is model {model['model_version']}, the index was built for "
+                            f"{manifest['model_version']}: vectors from two models must not be mixed")
+    if model["dim"] != manifest["dim"]:
+        raise IndexRejected(f"{directory}: dimension {manifest['dim']}, the encoder gives {model['dim']}")
     return manifest
 
 
-def _open(root: Path, version: str, model_version: str | None, dim: int | None) -> LoadedIndex:
+def _open(root: Path, version: str) -> LoadedIndex:
     directory = root / "versions" / version
     manifest = verified_manifest(root, version)
-    if model_version is not None and manifest["model_version"] != model_version:
-        raise IndexRejected(f"{directory}: built for model {manifest['model_version']}, the encoder is "
-                            f"{model_version}: vectors from two models must not be mixed")
-    if dim is not None and manifest["dim"] != dim:
-        raise IndexRejected(f"{directory}: dimension {manifest['dim']}, the encoder gives {dim}")
     try:
         index = faiss.read_index(str(directory / "index.faiss"))
         id_map = np.load(directory / "id_map.npy", allow_pickle=False)

@@ -7,7 +7,6 @@ written into preallocated buffers, so encoding many users allocates nothing per 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -73,12 +72,11 @@ class InputBuffers:
 class OnnxUserEncoder:
     """Encodes (B, T) token features into (B, d) unit user vectors with `user_encoder.onnx`."""
 
-    def __init__(self, artifacts: str | Path, threads: int | None = None, use_gpu: bool | None = None,
-                 max_batch: int = 256):
-        artifacts = Path(artifacts)
-        self.manifest = json.loads((artifacts / "manifest.json").read_text())
+    def __init__(self, onnx_path: str | Path, model_manifest: dict, threads: int | None = None,
+                 use_gpu: bool | None = None, max_batch: int = 256):
+        self.manifest = model_manifest  # the export's: model version, dim, max_len
         self.threads = threads or container_cpus()
-        self.session = ort.InferenceSession(str(artifacts / "user_encoder.onnx"), session_options(self.threads),
+        self.session = ort.InferenceSession(str(onnx_path), session_options(self.threads),
                                             providers=providers(use_gpu))
         self.max_len = int(self.manifest["max_len"])
         self.dim = int(self.manifest["dim"])

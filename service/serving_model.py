@@ -1,13 +1,12 @@
 """The (user encoder, FAISS index) pair the service answers with, loaded together and swapped together.
 
-A pair is consistent by construction: the encoder's artifacts must carry the model version the index was built
-for, or the pair is refused. `ModelHolder` watches the index root's CURRENT, loads a new pair beside the live one
-and swaps the reference in one assignment, so a request that took the old pair finishes with it.
+Both come from one self-contained version directory under the index root, whose manifest names one model for the
+index and the encoder, or the version is refused. `ModelHolder` watches the index root's CURRENT, loads a new pair
+beside the live one and swaps the reference in one assignment, so a request that took the old pair finishes with it.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -17,7 +16,6 @@ import faiss
 import numpy as np
 from pydantic import ValidationError
 
-from contract.file_io import first_mismatch
 from contract.manifests import FeatureSchema
 from contract.vocab import Vocabularies
 from index_builder.faiss_index import gpu_available
@@ -28,7 +26,6 @@ from service.history import encoder_inputs
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
-VERIFIED_ARTIFACTS = ("user_encoder.onnx", "vocabularies.json", "item_side.npz")
 
 
 @dataclass
@@ -63,33 +60,32 @@ class ServingModel:
 
 
 def load_serving_model(settings: Settings, with_index: bool = True) -> ServingModel:
-    """The pair named by CURRENT: `IndexRejected` when it is missing, corrupt or inconsistent."""
+    """The version CURRENT names, read from its own directory only: `IndexRejected` when it is missing, corrupt
+    or inconsistent."""
     if with_index:
         index = open_version(settings.index_root)
-        index_manifest = index.manifest
+        version, manifest = index.version, index.manifest
     else:
         version = current_version(settings.index_root)
         if version is None:
             raise IndexRejected(f"{settings.index_root}: no CURRENT index published")
-        index, index_manifest = None, verified_manifest(settings.index_root, version)
-    artifacts = Path(settings.artifacts_dir or index_manifest["artifacts"])
-    manifest = _verified_manifest(artifacts)
-    if manifest["model_version"] != index_manifest["model_version"]:
-        raise IndexRejected(f"{artifacts} holds model {manifest['model_version']}, the index was built for "
-                            f"{index_manifest['model_version']}: vectors from two models must not be mixed")
-    schema = _feature_schema(artifacts, manifest)
-    encoder = OnnxUserEncoder(artifacts, threads=settings.encoder_threads or None, use_gpu=settings.use_gpu)
-    model = ServingModel(model_version=manifest["model_version"], encoder=encoder,
-                         vocabs=Vocabularies.load(artifacts / "vocabularies.json"),
+        index, manifest = None, verified_manifest(settings.index_root, version)
+    directory = Path(settings.index_root) / "versions" / version
+    model_manifest = manifest["model"]
+    schema = _feature_schema(directory, model_manifest)
+    encoder = OnnxUserEncoder(directory / "user_encoder.onnx", model_manifest,
+                              threads=settings.encoder_threads or None, use_gpu=settings.use_gpu)
+    model = ServingModel(model_version=model_manifest["model_version"], encoder=encoder,
+                         vocabs=Vocabularies.load(directory / "vocabularies.json"),
                          schema=schema, index=index)
     model.small_vocab_codes = {name: {value: code for code, value in enumerate(getattr(model.vocabs, name).ids)
                                       if code > 0} for name in ("contexts", "scenarios", "categories")}
     if index is not None:
         model.item_id_of_code = model.vocabs.items.decode(np.arange(len(model.vocabs.items)))
-        n_codes = int(manifest["n_items"])
+        n_codes = int(model_manifest["n_items"])
         model.row_of_code = np.full(max(n_codes, int(index.id_map.max(initial=0)) + 1), -1, dtype=np.int64)
         model.row_of_code[index.id_map] = np.arange(len(index.id_map))
-        with np.load(artifacts / "item_side.npz", allow_pickle=False) as side:
+        with np.load(directory / "item_side.npz", allow_pickle=False) as side:
             category = side["category"]
         model.category_of_row = np.where(index.id_map < len(category),
                                          category[np.minimum(index.id_map, len(category) - 1)], 0)
@@ -99,31 +95,16 @@ def load_serving_model(settings: Settings, with_index: bool = True) -> ServingMo
     return model
 
 
-def _read_json(path: Path) -> dict:
+def _feature_schema(directory: Path, model_manifest: dict) -> FeatureSchema:
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise IndexRejected(f"{path}: unreadable ({error})") from None
-
-
-def _feature_schema(artifacts: Path, manifest: dict) -> FeatureSchema:
-    try:
-        schema = FeatureSchema.model_validate(manifest.get("feature_schema"))
+        schema = FeatureSchema.model_validate(model_manifest.get("feature_schema"))
     except ValidationError as error:
-        raise IndexRejected(f"{artifacts}: the manifest's feature_schema is not one this service reads: "
+        raise IndexRejected(f"{directory}: the manifest's feature_schema is not one this service reads: "
                             f"{error.errors()[0]['loc']} {error.errors()[0]['msg']}") from None
     problem = schema.mismatch()
     if problem:
-        raise IndexRejected(f"{artifacts}: {problem}")
+        raise IndexRejected(f"{directory}: {problem}")
     return schema
-
-
-def _verified_manifest(artifacts: Path) -> dict:
-    manifest = _read_json(artifacts / "manifest.json")
-    bad = first_mismatch(artifacts, VERIFIED_ARTIFACTS, manifest["checksums"])
-    if bad:
-        raise IndexRejected(f"{artifacts}: {bad} is missing or its checksum does not match the manifest")
-    return manifest
 
 
 class ModelHolder:

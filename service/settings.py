@@ -23,9 +23,8 @@ class Settings(BaseSettings):
     redis_cluster: bool = Field(default=False, description="REDIS_URL names a node of a Redis Cluster")
     redis_connect_timeout_s: float = Field(default=30.0, gt=0, description="how long start-up waits for Redis")
     data_dir: Path = Field(default=Path("var"), description="embedded Redis data and socket")
-    index_root: Path = Field(default=Path("var/index"), description="what `recall build-index --out` publishes")
-    artifacts_dir: Path | None = Field(default=None, description="`recall export` output; unset = the path the "
-                                       "live index's manifest names")
+    index_root: Path = Field(default=Path("var/index"), description="what `recall build-index --out` publishes: each "
+                                 "version holds the index and the model files it serves with")
     # Security and limits.
     webhook_secret: SecretStr | None = Field(default=None, description="HMAC-SHA256 key of /v1/events")
     api_key: SecretStr | None = Field(default=None, description="when set, /v1/recall needs `X-API-Key`")

@@ -45,8 +45,9 @@ def test_published_index_maps_rows_to_items_and_names_the_model(tiny_artifacts, 
     _, artifacts = tiny_artifacts
     report = build_and_publish(artifacts, tmp_path / "index")
     model_version = json.loads((artifacts / "manifest.json").read_text())["model_version"]
-    loaded = open_version(tmp_path / "index", model_version=model_version, dim=32)
+    loaded = open_version(tmp_path / "index")
     assert loaded.version == report.version == current_version(tmp_path / "index")
+    assert loaded.manifest["model_version"] == loaded.manifest["model"]["model_version"] == model_version
     item_vectors = np.load(artifacts / "item_vectors.npy")
     assert loaded.index.ntotal == len(item_vectors) - 1 and list(loaded.id_map[:3]) == [1, 2, 3]
     _, rows = loaded.index.search(item_vectors[5:6], 1)
@@ -54,55 +55,88 @@ def test_published_index_maps_rows_to_items_and_names_the_model(tiny_artifacts, 
     assert loaded.manifest["recall"]["recall@100"] >= 0.95 and loaded.manifest["build_seconds"] >= 0
 
 
-def test_a_reader_polling_current_never_sees_a_partial_index(tmp_path):
+def publish_vectors(root, artifacts, vectors: np.ndarray, keep: int = 3, **model_changes) -> str:
+    """Publish a flat index of `vectors` with a real export's model files; `model_changes` edit the export's
+    manifest as another model would have written it."""
+    model = {**json.loads((artifacts / "manifest.json").read_text()), **model_changes}
+    built = build_index(vectors, vectors[:20], "Flat", use_gpu=False)
+    manifest = {"model_version": json.loads((artifacts / "manifest.json").read_text())["model_version"],
+                "model": model}
+    return publish(root, built.index, np.arange(len(vectors)), manifest, artifacts, keep=keep)
+
+
+def test_a_reader_polling_current_never_sees_a_partial_index(tmp_path, tiny_artifacts):
+    _, artifacts = tiny_artifacts
     vectors = clustered_vectors(3000)
-    built = build_index(vectors, vectors[:50], "Flat", use_gpu=False)
-    manifest = {"model_version": "m" * 16}
-    publish(tmp_path, built.index, np.arange(3000), manifest)
+    publish_vectors(tmp_path, artifacts, vectors)
     failures, stop = [], threading.Event()
 
     def read_continuously() -> None:
         while not stop.is_set():
             try:
-                assert open_version(tmp_path, model_version="m" * 16).index.ntotal == 3000
+                assert open_version(tmp_path).index.ntotal == 3000
             except Exception as error:  # any failure is what the test looks for
                 failures.append(error)
 
     reader = threading.Thread(target=read_continuously)
     reader.start()
     for _ in range(15):
-        publish(tmp_path, built.index, np.arange(3000), manifest, keep=2)
+        publish_vectors(tmp_path, artifacts, vectors, keep=2)
     stop.set()
     reader.join()
     assert failures == []
     assert len(list((tmp_path / "versions").iterdir())) == 2  # older versions pruned, the live one kept
 
 
-def published(tmp_path, dim: int = 16) -> str:
-    vectors = clustered_vectors(500, dim=dim)
-    built = build_index(vectors, vectors[:20], "Flat", use_gpu=False)
-    return publish(tmp_path, built.index, np.arange(500), {"model_version": "a" * 16})
+def test_a_version_is_self_contained_and_serves_after_its_export_is_gone(tiny_artifacts, tmp_path):
+    """A rebuild used to replace the export every kept version pointed to; now each version owns its files."""
+    import shutil
+
+    _, artifacts = tiny_artifacts
+    export = tmp_path / "export"
+    shutil.copytree(artifacts, export)
+    report = build_and_publish(export, tmp_path / "index")
+    shutil.rmtree(export)
+    directory = tmp_path / "index" / "versions" / report.version
+    assert {"user_encoder.onnx", "vocabularies.json", "item_side.npz"} <= {p.name for p in directory.iterdir()}
+    assert "artifacts" not in report.manifest  # no path outside the version
+    assert open_version(tmp_path / "index").version == report.version
 
 
-def test_other_model_version_is_rejected(tmp_path):
-    published(tmp_path)
+def test_other_model_version_is_rejected(tmp_path, tiny_artifacts):
+    _, artifacts = tiny_artifacts
+    publish_vectors(tmp_path, artifacts, clustered_vectors(500), model_version="b" * 16)
     with pytest.raises(IndexRejected, match="must not be mixed"):
-        open_version(tmp_path, model_version="b" * 16)
+        open_version(tmp_path)
 
 
-def test_wrong_dimension_is_rejected(tmp_path):
-    published(tmp_path, dim=16)
-    with pytest.raises(IndexRejected, match="dimension 16, the encoder gives 64"):
-        open_version(tmp_path, dim=64)
+def test_wrong_dimension_is_rejected(tmp_path, tiny_artifacts):
+    _, artifacts = tiny_artifacts
+    publish_vectors(tmp_path, artifacts, clustered_vectors(500, dim=16))
+    with pytest.raises(IndexRejected, match="dimension 16, the encoder gives 32"):
+        open_version(tmp_path)
 
 
-def test_corrupt_index_file_is_rejected(tmp_path):
-    version = published(tmp_path)
-    index_file = tmp_path / "versions" / version / "index.faiss"
-    data = bytearray(index_file.read_bytes())
+def test_a_version_from_before_self_contained_versions_is_refused_with_the_fix(tmp_path, tiny_artifacts):
+    _, artifacts = tiny_artifacts
+    version = publish_vectors(tmp_path, artifacts, clustered_vectors(500))
+    manifest_path = tmp_path / "versions" / version / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["model"]
+    manifest_path.write_text(json.dumps({**manifest, "artifacts": "/gone"}))
+    with pytest.raises(IndexRejected, match="rebuild it with `recall build-index`"):
+        open_version(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["index.faiss", "user_encoder.onnx"])
+def test_a_corrupt_file_in_a_version_is_rejected(tmp_path, tiny_artifacts, name):
+    _, artifacts = tiny_artifacts
+    version = publish_vectors(tmp_path, artifacts, clustered_vectors(500))
+    path = tmp_path / "versions" / version / name
+    data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
-    index_file.write_bytes(bytes(data))
-    with pytest.raises(IndexRejected, match="checksum"):
+    path.write_bytes(bytes(data))
+    with pytest.raises(IndexRejected, match=f"{name} is missing or its checksum"):
         open_version(tmp_path)
 
 
@@ -112,12 +146,15 @@ def test_missing_index_is_a_clear_error(tmp_path):
 
 
 def fabricated_artifacts(directory, n_items: int, dim: int = 32):
-    """What `recall build-index` reads from an export: the manifest's model version and the item vectors (row 0
-    is padding). Fabricated so that a catalogue big enough for IVF4096 costs no training."""
+    """What `recall build-index` reads from an export: the manifest, the item vectors (row 0 is padding) and the
+    model files it copies into the version. Fabricated (the model files are placeholders, never loaded here) so
+    that a catalogue big enough for IVF4096 costs no training."""
     directory.mkdir()
-    (directory / "manifest.json").write_text(json.dumps({"model_version": "f" * 16}))
+    (directory / "manifest.json").write_text(json.dumps({"model_version": "f" * 16, "dim": dim}))
     padding = np.zeros((1, dim), np.float32)
     np.save(directory / "item_vectors.npy", np.vstack([padding, clustered_vectors(n_items, dim)]))
+    for name in ("user_encoder.onnx", "vocabularies.json", "item_side.npz"):
+        (directory / name).write_bytes(b"placeholder")
     return directory
 
 

@@ -26,7 +26,7 @@ def test_export_matches_torch_for_every_encoder(encoder, layout, tiny_world, tmp
     # The runner the worker uses reproduces torch's vectors on the run's real histories, at any batch size.
     sample = dict(np.load(tmp_path / "artifacts" / "sample_inputs.npz"))
     expected = np.load(tmp_path / "artifacts" / "sample_user_vectors.npy")
-    runner = OnnxUserEncoder(tmp_path / "artifacts", threads=1)
+    runner = OnnxUserEncoder(tmp_path / "artifacts" / "user_encoder.onnx", manifest, threads=1)
     for rows in (slice(0, 1), slice(0, 7), slice(None)):
         got = runner.encode({name: np.ascontiguousarray(sample[name][rows]) for name in TOKEN_FEATURES})
         assert np.abs(got - expected[rows]).max() <= 1e-4

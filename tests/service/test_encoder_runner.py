@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -25,7 +26,8 @@ def test_buffers_hand_out_zeroed_contiguous_views_and_grow_when_needed():
 def test_encoding_histories_through_preallocated_buffers_matches_the_export(tiny_artifacts, small_world):
     _, artifacts = tiny_artifacts
     directory, _ = small_world
-    encoder = OnnxUserEncoder(artifacts, threads=1, max_batch=8)
+    encoder = OnnxUserEncoder(artifacts / "user_encoder.onnx", json.loads((artifacts / "manifest.json").read_text()),
+                              threads=1, max_batch=8)
     log = load_events(directory / "events.parquet", vocabs=Vocabularies.load(artifacts / "vocabularies.json"))
     table = session_table(log, encoder.manifest["feature_schema"]["max_items_per_session"])
     tokens = build_tokens(table)

@@ -3,7 +3,6 @@ absent at start-up, Redis restarted under load, a corrupt or partial index versi
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -11,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -209,29 +207,20 @@ def test_a_corrupt_or_partial_index_version_is_refused_and_the_old_pair_keeps_se
 
 
 def test_an_index_of_another_model_is_never_paired_with_this_encoder(live_embedded, tiny_artifacts):
-    """An index built from another model's vectors, published while the artifacts it names hold this model's
-    encoder (a re-export in place): refused, and the live pair keeps answering."""
-    from index_builder.build import build_and_publish
+    """A version holding another model's index beside this model's encoder (hand-assembled, checksums matching):
+    refused, and the live pair keeps answering."""
+    from bench.reliability import mixed_version
 
     service, root = live_embedded
     _, other_artifacts = tiny_artifacts
     with service.client() as client:
         live = client.post("/v1/recall", json={"user_id": 1, "k": 10}).json()
-        staging = root.parent / "staging"
-        report = build_and_publish(other_artifacts, staging)
-        manifest = json.loads((staging / "versions" / report.version / "manifest.json").read_text())
-        manifest["artifacts"] = live_artifacts(root, live["index_version"])
-        shutil.copytree(staging / "versions" / report.version, root / "versions" / report.version)
-        (root / "versions" / report.version / "manifest.json").write_text(json.dumps(manifest))
-        (root / "CURRENT").write_text(report.version)
+        mixed = mixed_version(root, live["index_version"], other_artifacts, "mixed")
+        (root / "CURRENT").write_text(mixed.name)
         refused = wait_until(lambda: client.get("/readyz").json()["refused_index"])
         assert "must not be mixed" in refused
         answer = client.post("/v1/recall", json={"user_id": 1, "k": 10}).json()
         assert (answer["model_version"], answer["index_version"]) == (live["model_version"], live["index_version"])
-
-
-def live_artifacts(root: Path, version: str) -> str:
-    return json.loads((root / "versions" / version / "manifest.json").read_text())["artifacts"]
 
 
 @pytest.fixture

@@ -161,6 +161,37 @@ def test_cold_user_and_unknown_context(live_service):
     assert [i["item_id"] for i in cold["items"]] == [i["item_id"] for i in default["items"]]
 
 
+class Hammer:
+    """Four clients asking for one user's candidates without pause; every (status, index version) is kept."""
+
+    def __init__(self, service: LiveService, user_id: int):
+        self.service, self.user_id = service, user_id
+        self.statuses: list[tuple[int, str | None]] = []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self.ask) for _ in range(4)]
+
+    def ask(self) -> None:
+        with self.service.client() as client:
+            while not self.stop.is_set():
+                response = client.post("/v1/recall", json={"user_id": self.user_id, "k": 50})
+                self.statuses.append((response.status_code, response.json().get("index_version")))
+
+    def __enter__(self) -> Hammer:
+        for thread in self.threads:
+            thread.start()
+        time.sleep(0.5)
+        return self
+
+    def wait_for(self, version: str) -> None:
+        wait_until(lambda: self.statuses and self.statuses[-1][1] == version, timeout_s=30)
+        time.sleep(0.3)
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join()
+
+
 @scaled_out
 def test_hot_swap_under_concurrent_requests_serves_every_request(live_service, small_world, tiny_artifacts):
     """Publishing a new index (of another model) while requests run: none fails, and afterwards the answers
@@ -171,30 +202,47 @@ def test_hot_swap_under_concurrent_requests_serves_every_request(live_service, s
     with live_service.client() as client:
         post_events(client, user_events(small_world, user_id=13))
         before = wait_for_vectors(client, 13)
-    statuses, stop = [], threading.Event()
-
-    def hammer():
-        with live_service.client() as client:
-            while not stop.is_set():
-                response = client.post("/v1/recall", json={"user_id": 13, "k": 50})
-                statuses.append((response.status_code, response.json().get("index_version")))
-
-    threads = [threading.Thread(target=hammer) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    time.sleep(0.5)
-    report = build_and_publish(other_artifacts, live_service.settings.index_root)
-    wait_until(lambda: statuses and statuses[-1][1] == report.version, timeout_s=30)
-    time.sleep(0.3)
-    stop.set()
-    for thread in threads:
-        thread.join()
-    assert {status for status, _ in statuses} == {200}
-    assert {version for _, version in statuses} == {before["index_version"], report.version}
+    with Hammer(live_service, user_id=13) as hammer:
+        report = build_and_publish(other_artifacts, live_service.settings.index_root)
+        hammer.wait_for(report.version)
+    assert {status for status, _ in hammer.statuses} == {200}
+    assert {version for _, version in hammer.statuses} == {before["index_version"], report.version}
     with live_service.client() as client:
         after = recall(client, user_id=13, k=10)
     assert after["model_version"] == report.manifest["model_version"] != before["model_version"]
     assert after["fallback"] in ("reencoded_stale_vector", None)
+
+
+def test_rollback_serves_the_previous_model_after_its_export_is_gone(tmp_path, service_artifacts, tiny_artifacts,
+                                                                      small_world):
+    """Two models published from exports that are then deleted (a later export reuses the directory); `recall
+    rollback` puts the first back while requests run: none fails, and the first model answers again."""
+    import shutil
+
+    from cli.main import main
+    from index_builder.build import build_and_publish
+
+    exports = []
+    for number, artifacts in enumerate((service_artifacts, tiny_artifacts[1])):
+        shutil.copytree(artifacts, tmp_path / f"export-{number}")
+        exports.append(build_and_publish(tmp_path / f"export-{number}", tmp_path / "index"))
+        shutil.rmtree(tmp_path / f"export-{number}")
+    first, second = exports
+    service = LiveService(service_settings(tmp_path)).start()
+    try:
+        with service.client() as client:
+            post_events(client, user_events(small_world, user_id=13))
+            assert recall(client, user_id=13, k=10)["model_version"] == second.manifest["model_version"]
+        with Hammer(service, user_id=13) as hammer:
+            assert main(["rollback", "--index", str(tmp_path / "index")]) == 0
+            hammer.wait_for(first.version)
+        assert {status for status, _ in hammer.statuses} == {200}
+        with service.client() as client:
+            assert recall(client, user_id=13, k=10)["model_version"] == first.manifest["model_version"]
+            assert main(["rollback", "--index", str(tmp_path / "index"), "--to", second.version]) == 0
+            wait_until(lambda: recall(client, user_id=13, k=10)["index_version"] == second.version)
+    finally:
+        service.stop()
 
 
 def test_health_readiness_metrics_and_api_key(tmp_path, service_artifacts):
