@@ -47,7 +47,12 @@ class TBGRecallEncoder(nn.Module):
         self.gap_embedding = nn.Embedding(N_GAPS, d)
         self.position_embedding = nn.Embedding(config.max_len + 1, d) if config.positions == "learned" else None
         self.context_tower = tower(d)
-        self.item_input_tower = tower(d) if config.type_towers else self.context_tower
+        # Items layout: the item tower's output goes in as it is, as in SASRec; an input MLP on top of the item
+        # tower's own cost 2-6% NDCG@10 there (YOOCHOOSE, MovieLens-100K; BENCHMARKS.md "Default training").
+        if config.layout == "items":
+            self.item_input_tower = nn.Identity()
+        else:
+            self.item_input_tower = tower(d) if config.type_towers else self.context_tower
         self.input_dropout = nn.Dropout(config.dropout)
         # Items layout: the query is read at an item token, so its (unit) item vector must stand out of the sum of
         # small embeddings and input dropout, as SASRec scales its inputs by sqrt(d). Unscaled, a toy ring of 30
@@ -57,7 +62,11 @@ class TBGRecallEncoder(nn.Module):
             HSTUBlock(d, config.n_heads, config.max_len, config.dropout, typed=config.type_towers and i == 0)
             for i in range(config.n_layers))
         self.final_norm = nn.LayerNorm(d)
-        self.session_heads = nn.ModuleList(nn.Linear(d, d) for _ in range(config.n_future_sessions))
+        # One head per future session. In the items layout the next event's head is the normed hidden state
+        # itself, as in SASRec: a Linear there scored lower (same measurements as the input tower above).
+        self.session_heads = nn.ModuleList(
+            nn.Identity() if config.layout == "items" and offset == 0 else nn.Linear(d, d)
+            for offset in range(config.n_future_sessions))
         self.click_head = nn.Linear(d, d)
         self.pay_head = nn.Linear(d, d)
         for embedding in (self.context_embedding, self.scenario_embedding, self.action_embedding,
