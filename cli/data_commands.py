@@ -25,7 +25,9 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """The options every command that reads the data contract takes."""
-    parser.add_argument("--events", required=True, type=Path, help="events file (.csv, .csv.gz or .parquet)")
+    parser.add_argument("--events", required=True, type=Path,
+                        help="events file (.csv, .csv.gz or .parquet), or a directory of Parquet files read "
+                             "recursively as one log (an archive)")
     parser.add_argument("--items", type=Path, help="items file (item_id, category, seller, title)")
     parser.add_argument("--session-gap", type=int, default=30 * 60,
                         help="seconds of inactivity that start a new session when the file has no session_id")

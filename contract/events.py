@@ -21,7 +21,7 @@ import pandas as pd
 
 from contract.columns import ACTION_CODES, DEFAULT_SESSION_GAP_S, Columns
 from contract.errors import DataError
-from contract.table_io import read_table
+from contract.table_io import part_of_row, read_table
 from contract.vocab import Vocabularies
 
 logger = logging.getLogger(__name__)
@@ -132,17 +132,23 @@ def load_events(
         vocabs.items.encode(item_frame[Columns.item], grow=grow_vocabs)
     frame = read_table(events_path, Columns.events_required)
     path = str(events_path)
-    _check_not_null(frame, Columns.events_required, path)
-    if Columns.event_id in frame:
-        _check_unique(frame, Columns.event_id, path)
-    user = vocabs.users.encode(frame[Columns.user], grow=grow_vocabs)
-    item = vocabs.items.encode(frame[Columns.item], grow=grow_vocabs)
-    action = _parse_actions(frame, path)
-    context = _encode_optional(frame, Columns.context, vocabs, "contexts", grow_vocabs)
-    scenario = _encode_optional(frame, Columns.scenario, vocabs, "scenarios", grow_vocabs)
-    has_timestamp = Columns.timestamp in frame
-    timestamp = _parse_timestamps(frame, path) if has_timestamp else np.arange(len(frame), dtype=np.int64)
-    order, session = _sessionize(frame, user, timestamp, has_timestamp, session_gap_s, path)
+    try:
+        _check_not_null(frame, Columns.events_required, path)
+        if Columns.event_id in frame:
+            _check_unique(frame, Columns.event_id, path)
+        user = vocabs.users.encode(frame[Columns.user], grow=grow_vocabs)
+        item = vocabs.items.encode(frame[Columns.item], grow=grow_vocabs)
+        action = _parse_actions(frame, path)
+        context = _encode_optional(frame, Columns.context, vocabs, "contexts", grow_vocabs)
+        scenario = _encode_optional(frame, Columns.scenario, vocabs, "scenarios", grow_vocabs)
+        has_timestamp = Columns.timestamp in frame
+        timestamp = _parse_timestamps(frame, path) if has_timestamp else np.arange(len(frame), dtype=np.int64)
+        order, session = _sessionize(frame, user, timestamp, has_timestamp, session_gap_s, path)
+    except DataError as error:
+        if error.row is None or not frame.attrs.get("parts"):
+            raise
+        file, row = part_of_row(frame, path, error.row)  # a directory: name the file the row is in
+        raise DataError(file, error.reason, row=row, column=error.column) from None
     items = _item_table(item_frame, vocabs, grow_vocabs)
     logger.info("loaded %d events, %d sessions from %s", len(frame), session[-1] + 1, path)
     return EventLog(

@@ -15,9 +15,14 @@ CSV_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz")
 
 
 def read_table(path: str | Path, required: tuple[str, ...]) -> pd.DataFrame:
-    """The whole table as a DataFrame; `DataError` for a missing, empty or unreadable file or missing columns."""
+    """The whole table as a DataFrame; `DataError` for a missing, empty or unreadable file or missing columns.
+
+    A directory is one table: every Parquet file under it, recursively (an archive partitioned by date and hour),
+    in path order. `frame.attrs["parts"]` then lists (file, rows) so a bad row can be named in its own file."""
     path = Path(path)
     name = str(path)
+    if path.is_dir():
+        return _read_directory(path, required)
     if not path.is_file():
         raise DataError(name, "file not found")
     if path.stat().st_size == 0:
@@ -30,6 +35,26 @@ def read_table(path: str | Path, required: tuple[str, ...]) -> pd.DataFrame:
     if len(frame) == 0:
         raise DataError(name, "file has a header but no rows")
     return frame
+
+
+def _read_directory(directory: Path, required: tuple[str, ...]) -> pd.DataFrame:
+    files = sorted(p for p in directory.rglob("*") if p.suffix in PARQUET_SUFFIXES and p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(directory).parts))  # not temp files
+    if not files:
+        raise DataError(str(directory), "directory holds no Parquet files (*.parquet, *.pq)")
+    frames = [read_table(file, required) for file in files]
+    frame = pd.concat(frames, ignore_index=True)
+    frame.attrs["parts"] = [(str(file), len(part)) for file, part in zip(files, frames, strict=True)]
+    return frame
+
+
+def part_of_row(frame: pd.DataFrame, path: str, row: int) -> tuple[str, int]:
+    """(file, 1-based row in it) of a 1-based row of a table `read_table` read from `path` (a file or directory)."""
+    for file, rows in frame.attrs.get("parts", []):
+        if row <= rows:
+            return file, row
+        row -= rows
+    return path, row
 
 
 def _read(path: Path, name: str) -> pd.DataFrame:

@@ -159,3 +159,36 @@ def test_unsupported_file_type(tmp_path):
     path = tmp_path / "events.json"
     path.write_text("[]")
     assert "unsupported file type" in str(_error(path))
+
+
+def write_parquet_part(directory, rows: list[dict]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_parquet(directory / "part-0.parquet", index=False)
+
+
+def test_a_directory_of_parquet_files_is_one_log(tmp_path):
+    """An hour-partitioned archive (what the service's archive writes) trains as one log, in any file order."""
+    archive = tmp_path / "archive"
+    write_parquet_part(archive / "date=2026-12-03" / "hour=15", [
+        {"user_id": "u1", "item_id": "b", "timestamp": 1_764_774_000}])
+    write_parquet_part(archive / "date=2026-12-03" / "hour=14", [
+        {"user_id": "u1", "item_id": "a", "timestamp": 1_764_770_000},
+        {"user_id": "u2", "item_id": "a", "timestamp": 1_764_770_500}])
+    (archive / "date=2026-12-03" / "hour=15" / ".part-1.parquet.tmp").write_bytes(b"half-written")
+    log = load_events(archive)
+    assert len(log) == 3 and log.vocabs.items.decode(log.item[log.user == log.vocabs.users.encode(
+        pd.Series(["u1"]), grow=False)[0]]).tolist() == ["a", "b"]
+
+
+def test_a_bad_row_in_a_directory_is_named_in_its_own_file(tmp_path):
+    archive = tmp_path / "archive"
+    write_parquet_part(archive / "hour=14", [{"user_id": "u1", "item_id": "a", "timestamp": 1_764_770_000}])
+    write_parquet_part(archive / "hour=15", [{"user_id": "u1", "item_id": "b", "timestamp": 1_764_774_000},
+                                             {"user_id": None, "item_id": "c", "timestamp": 1_764_774_100}])
+    with pytest.raises(DataError) as error:
+        load_events(archive)
+    assert error.value.path == str(archive / "hour=15" / "part-0.parquet")
+    assert (error.value.row, error.value.column) == (2, "user_id")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no Parquet files"):
+        load_events(tmp_path / "empty")
