@@ -8,6 +8,7 @@ from pathlib import Path
 from cli.console import make_console
 
 REFUSED = 1
+GATE_REFUSED = 3
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -26,6 +27,19 @@ def register(commands: argparse._SubParsersAction) -> None:
     build.add_argument("--keep", type=int, default=3, help="versions to keep")
     build.add_argument("--gpu", choices=("auto", "yes", "no"), default="auto")
     build.set_defaults(handler=run_build_index)
+    publish = commands.add_parser("publish", help="export a run, build its index, gate it against the live "
+                                                  "version and publish it, in one step")
+    publish.add_argument("--run", required=True, type=Path)
+    publish.add_argument("--index", required=True, type=Path, help="index root")
+    publish.add_argument("--gate-events", type=Path, help="recent events (file or Parquet directory) to score the "
+                                                          "candidate and the live version on; unset: no gate")
+    publish.add_argument("--gate-tolerance", type=float, default=0.02,
+                         help="refuse (exit 3) below (1 - tolerance) x the live version's NDCG@10")
+    publish.add_argument("--type", dest="kind", choices=("auto", "flat", "ivf", "hnsw"), default="auto")
+    publish.add_argument("--factory", help="a faiss index_factory string (overrides --type)")
+    publish.add_argument("--recall-floor", type=float, default=0.95)
+    publish.add_argument("--keep", type=int, default=3, help="versions to keep")
+    publish.set_defaults(handler=run_publish)
     rollback = commands.add_parser("rollback", help="serve an earlier kept version (the running service swaps)")
     rollback.add_argument("--index", required=True, type=Path, help="index root")
     rollback.add_argument("--to", help="the version to serve (default: the one published before the live one)")
@@ -75,6 +89,46 @@ def run_build_index(args: argparse.Namespace) -> int:
     console.print(f"published {args.out}/versions/{report.version}: {manifest['factory']} "
                   f"{manifest['search_params']} on {manifest['built_on']}, {manifest['recall']}, "
                   f"built in {manifest['build_seconds']} s")
+    return 0
+
+
+def run_publish(args: argparse.Namespace) -> int:
+    """Export into a scratch directory, then build, gate and publish: a refused candidate leaves the root as it
+    was, and the version holds every file it needs, so the scratch export is dropped."""
+    import tempfile
+
+    from contract.errors import DataError
+    from index_builder.build import RecallTooLow, build_and_publish
+    from index_builder.faiss_index import BadFactory
+    from index_builder.gate import GateRefused
+    from model_export.export import export_run
+    from model_export.onnx_export import ParityError
+
+    if not 0 <= args.gate_tolerance < 1:
+        raise DataError("--gate-tolerance", f"must be in [0, 1), got {args.gate_tolerance}")
+    console = make_console()
+    with tempfile.TemporaryDirectory(prefix="recall-publish-") as scratch:
+        artifacts = Path(scratch) / "artifacts"
+        try:
+            with console.status(f"exporting {args.run}"):
+                export_run(args.run, artifacts)
+            with console.status("building, checking" + (" and gating" if args.gate_events else "") + " the index"):
+                report = build_and_publish(artifacts, args.index, args.kind, args.recall_floor, keep=args.keep,
+                                           factory=args.factory, gate_events=args.gate_events,
+                                           gate_tolerance=args.gate_tolerance)
+        except BadFactory as error:
+            raise DataError("--factory", str(error)) from None
+        except GateRefused as error:
+            console.print(f"[red]{error}")
+            return GATE_REFUSED
+        except (ParityError, RecallTooLow) as error:
+            console.print(f"[red]{error}")
+            return REFUSED
+    manifest, gate = report.manifest, report.manifest["gate"]
+    gated = "" if gate is None else (f"; gate NDCG@10 {gate['candidate']:.4f} against live {gate['live']:.4f}"
+                                     if gate["live"] is not None else "; gate passed (no live version)")
+    console.print(f"published {args.index}/versions/{report.version}: model {manifest['model_version']}, "
+                  f"{manifest['factory']}, {manifest['recall']}{gated}")
     return 0
 
 

@@ -187,6 +187,14 @@ def collate(tokens: TokenTable, windows: np.ndarray, extra: dict[str, np.ndarray
     return batch
 
 
+def clip_to_model(batch: dict[str, np.ndarray], sizes: dict[str, int]) -> dict[str, np.ndarray]:
+    """Codes the model has no row for (ids first seen after training) become 0: unknown item, default context."""
+    for name, vocab in (("item", "items"), ("context", "contexts"), ("scenario", "scenarios")):
+        values = batch[name]
+        values[values >= sizes[vocab]] = 0
+    return batch
+
+
 def history_windows(table: SessionTable, tokens: TokenTable, users: np.ndarray, max_len: int) -> np.ndarray:
     """(B, 2) session ranges: each user's most recent whole sessions that fit `max_len - 1` tokens (one is left
     for the query token); an empty range for a user without history."""

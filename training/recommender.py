@@ -9,6 +9,7 @@ from contract.events import EventLog
 from contract.tokens import (
     TOKEN_FEATURES,
     build_tokens,
+    clip_to_model,
     collate,
     history_windows,
     query_tokens,
@@ -24,14 +25,6 @@ ENCODE_BATCH = 256
 
 def to_tensors(batch: dict[str, np.ndarray], device: torch.device | str) -> dict[str, torch.Tensor]:
     return {name: torch.from_numpy(batch[name]).to(device) for name in TOKEN_FEATURES}
-
-
-def clip_to_model(batch: dict[str, np.ndarray], sizes: dict[str, int]) -> dict[str, np.ndarray]:
-    """Codes the model has no row for (ids first seen after training) become 0: unknown item, default context."""
-    for name, vocab in (("item", "items"), ("context", "contexts"), ("scenario", "scenarios")):
-        values = batch[name]
-        values[values >= sizes[vocab]] = 0
-    return batch
 
 
 class EncoderRecommender:
