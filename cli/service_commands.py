@@ -25,6 +25,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     worker = commands.add_parser("worker", help="run a near-line worker against REDIS_URL")
     worker.add_argument("--metrics-port", type=int, default=9101, help="Prometheus /metrics port (0: none)")
     worker.set_defaults(handler=run_worker)
+    archive = commands.add_parser("archive", help="write accepted events to RECALL_ARCHIVE_DIR (one per deployment "
+                                                  "with REDIS_URL; `recall serve` runs it itself when embedded)")
+    archive.set_defaults(handler=run_archive)
 
 
 def settings_or_error():
@@ -86,4 +89,25 @@ def run_worker(args: argparse.Namespace) -> int:
         NearlineWorker(client, settings, holder).run(stop)
     finally:
         holder.stop()
+    return 0
+
+
+def run_archive(args: argparse.Namespace) -> int:
+    from service.archive import EventArchiver
+    from service.store.keys import Keys
+
+    settings = settings_or_error()
+    if settings.embedded:
+        raise DataError("environment", "`recall archive` needs a shared Redis: set REDIS_URL (without it, "
+                        "`recall serve` archives itself)", column="REDIS_URL")
+    if settings.archive_dir is None:
+        raise DataError("environment", "set RECALL_ARCHIVE_DIR to the directory to archive into",
+                        column="RECALL_ARCHIVE_DIR")
+    logging.getLogger("service").setLevel(logging.INFO)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    client = shared_redis_or_error(settings)
+    keys = Keys(settings.key_prefix, settings.stream_partitions)
+    EventArchiver(client, keys, settings.archive_dir, settings.archive_flush_s).run(stop)
     return 0

@@ -15,6 +15,7 @@ from fastapi.openapi.utils import get_openapi
 
 from service.api import events, ops, recall
 from service.api.errors import validation_error
+from service.archive import EventArchiver
 from service.body_limit import BodySizeLimit
 from service.deps import Services
 from service.redis_server import EmbeddedRedis
@@ -31,13 +32,15 @@ async def lifespan(app: FastAPI):
     settings: Settings = app.state.settings
     faiss.omp_set_num_threads(settings.search_threads)
     embedded = EmbeddedRedis(settings.data_dir / "redis").start() if settings.embedded else None
-    worker_stop, worker_thread = threading.Event(), None
+    worker_stop, worker_thread, archive_thread = threading.Event(), None, None
     holder = None
     try:
         client = connect_redis(embedded.url if embedded else settings.redis_url, settings.redis_cluster,
                                settings.redis_connect_timeout_s)
         keys = Keys(settings.key_prefix, settings.stream_partitions)
         ensure_groups(client, keys)
+        if settings.archive_dir is not None:  # before the first event is accepted, wherever the archiver runs
+            ensure_groups(client, keys, keys.archive_group)
         holder = ModelHolder(settings).start()
         app.state.services = Services(settings=settings, client=client, keys=keys, holder=holder,
                                       backlog=BacklogMonitor(client, keys))
@@ -46,11 +49,17 @@ async def lifespan(app: FastAPI):
             worker_thread = threading.Thread(target=worker.run, args=(worker_stop,), name="nearline-worker",
                                              daemon=True)
             worker_thread.start()
+        if embedded and settings.archive_dir is not None:
+            archiver = EventArchiver(client, keys, settings.archive_dir, settings.archive_flush_s)
+            archive_thread = threading.Thread(target=archiver.run, args=(worker_stop,), name="event-archive",
+                                              daemon=True)
+            archive_thread.start()
         yield
     finally:
         worker_stop.set()
-        if worker_thread is not None:
-            worker_thread.join(timeout=10)
+        for thread in (worker_thread, archive_thread):
+            if thread is not None:
+                thread.join(timeout=10)
         if holder is not None:
             holder.stop()
         if embedded is not None:

@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path("var"), description="embedded Redis data and socket")
     index_root: Path = Field(default=Path("var/index"), description="what `recall build-index --out` publishes: each "
                                  "version holds the index and the model files it serves with")
+    archive_dir: Path | None = Field(default=None, description="when set, every accepted event is also written to "
+                                     "data-contract Parquet files under it, by hour (recall train --events DIR)")
+    archive_flush_s: float = Field(default=30.0, gt=0, description="events reach the archive within this long")
     # Security and limits.
     webhook_secret: SecretStr | None = Field(default=None, description="HMAC-SHA256 key of /v1/events")
     api_key: SecretStr | None = Field(default=None, description="when set, /v1/recall needs `X-API-Key`")

@@ -30,7 +30,7 @@ from service.history import apply_event, codes_of, last_context, viewed_items
 from service.serving_model import ModelHolder, ServingModel
 from service.settings import Settings
 from service.store.keys import REDIS_ERRORS, Keys, RedisClient
-from service.store.streams import ensure_groups, stream_backlog, stream_id
+from service.store.streams import ensure_groups, stream_backlog, stream_id, trim_floor
 from service.store.user_state import read_histories, state_fields, write_states
 
 logger = logging.getLogger(__name__)
@@ -255,16 +255,11 @@ class NearlineWorker:
 
     # -- housekeeping -------------------------------------------------------------------------------------------
     def housekeeping(self) -> None:
-        """Publish the backlog and trim acknowledged entries off the owned partitions."""
+        """Publish the backlog and trim entries every group (the worker's, the archive's) is done with off the
+        owned partitions."""
         metrics.STREAM_LAG.set(stream_backlog(self.client, self.keys))
         for partition in self.owned:
             stream = self.keys.stream(partition)
-            pending = self.client.xpending(stream, self.keys.group)
-            if pending["pending"]:
-                floor = pending["min"]
-            else:
-                group = next((g for g in self.client.xinfo_groups(stream)
-                              if g["name"].decode() == self.keys.group), None)
-                floor = group["last-delivered-id"] if group else None
+            floor = trim_floor(self.client, stream)
             if floor:
                 self.client.xtrim(stream, minid=floor, approximate=True)

@@ -44,6 +44,23 @@ class Keys:
         return "nearline-workers"
 
     @property
+    def archive_group(self) -> str:
+        return "archive"
+
+    # The archiver's own state, under one hash tag so its transaction touches one slot of a cluster.
+    @property
+    def archive_plan(self) -> str:
+        return f"{self.prefix}:{{archive}}:plan"
+
+    @property
+    def archive_watermarks(self) -> str:
+        return f"{self.prefix}:{{archive}}:watermarks"
+
+    @property
+    def archive_flushes(self) -> str:
+        return f"{self.prefix}:{{archive}}:flushes"
+
+    @property
     def workers(self) -> str:
         return f"{self.prefix}:workers"
 

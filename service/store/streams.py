@@ -27,11 +27,11 @@ return appended
 """
 
 
-def ensure_groups(client: RedisClient, keys: Keys) -> None:
-    """Create the worker group on every partition (and the streams), from the start of each stream."""
+def ensure_groups(client: RedisClient, keys: Keys, group: str | None = None) -> None:
+    """Create the worker group (or `group`) on every partition (and the streams), from the start of each."""
     for stream in keys.all_streams():
         try:
-            client.xgroup_create(stream, keys.group, id="0", mkstream=True)
+            client.xgroup_create(stream, group or keys.group, id="0", mkstream=True)
         except redis.ResponseError as error:
             if "BUSYGROUP" not in str(error):
                 raise
@@ -80,6 +80,17 @@ def _undelivered(client: RedisClient, stream: str, group: dict) -> int:
         return min(int(group["lag"]), int(info["length"]))
     last = _text(group["last-delivered-id"])
     return len(client.xrange(stream, min=f"({last}", max="+", count=max(int(info["length"]), 1)))
+
+
+def trim_floor(client: RedisClient, stream: str) -> bytes | str | None:
+    """The oldest entry some group of the stream still needs: its oldest pending entry, else its last delivered
+    one. The archive's group holds the worker's trimming back, so no event leaves before it is archived."""
+    floor = None
+    for group in client.xinfo_groups(stream):
+        needed = client.xpending(stream, group["name"])["min"] if group["pending"] else group["last-delivered-id"]
+        if needed is not None and (floor is None or stream_id(needed) < stream_id(floor)):
+            floor = needed
+    return floor
 
 
 def stream_id(entry_id: bytes | str) -> tuple[int, int]:
