@@ -93,8 +93,19 @@ def run_build_index(args: argparse.Namespace) -> int:
 
 
 def run_publish(args: argparse.Namespace) -> int:
+    """Export, build, gate and publish; exit 3 when the gate refuses, 1 when export parity or index recall does."""
+    from contract.errors import DataError
+
+    if not 0 <= args.gate_tolerance < 1:
+        raise DataError("--gate-tolerance", f"must be in [0, 1), got {args.gate_tolerance}")
+    return publish_run(args.run, args.index, args.gate_events, args.gate_tolerance, kind=args.kind,
+                       factory=args.factory, recall_floor=args.recall_floor, keep=args.keep)
+
+
+def publish_run(run: Path, index: Path, gate_events: Path | None, gate_tolerance: float, kind: str = "auto",
+                factory: str | None = None, recall_floor: float = 0.95, keep: int = 3) -> int:
     """Export into a scratch directory, then build, gate and publish: a refused candidate leaves the root as it
-    was, and the version holds every file it needs, so the scratch export is dropped."""
+    was, and the version holds every file it needs, so the scratch export is dropped. Returns the exit code."""
     import tempfile
 
     from contract.errors import DataError
@@ -104,18 +115,15 @@ def run_publish(args: argparse.Namespace) -> int:
     from model_export.export import export_run
     from model_export.onnx_export import ParityError
 
-    if not 0 <= args.gate_tolerance < 1:
-        raise DataError("--gate-tolerance", f"must be in [0, 1), got {args.gate_tolerance}")
     console = make_console()
     with tempfile.TemporaryDirectory(prefix="recall-publish-") as scratch:
         artifacts = Path(scratch) / "artifacts"
         try:
-            with console.status(f"exporting {args.run}"):
-                export_run(args.run, artifacts)
-            with console.status("building, checking" + (" and gating" if args.gate_events else "") + " the index"):
-                report = build_and_publish(artifacts, args.index, args.kind, args.recall_floor, keep=args.keep,
-                                           factory=args.factory, gate_events=args.gate_events,
-                                           gate_tolerance=args.gate_tolerance)
+            with console.status(f"exporting {run}"):
+                export_run(run, artifacts)
+            with console.status("building, checking" + (" and gating" if gate_events else "") + " the index"):
+                report = build_and_publish(artifacts, index, kind, recall_floor, keep=keep, factory=factory,
+                                           gate_events=gate_events, gate_tolerance=gate_tolerance)
         except BadFactory as error:
             raise DataError("--factory", str(error)) from None
         except GateRefused as error:
@@ -127,7 +135,7 @@ def run_publish(args: argparse.Namespace) -> int:
     manifest, gate = report.manifest, report.manifest["gate"]
     gated = "" if gate is None else (f"; gate NDCG@10 {gate['candidate']:.4f} against live {gate['live']:.4f}"
                                      if gate["live"] is not None else "; gate passed (no live version)")
-    console.print(f"published {args.index}/versions/{report.version}: model {manifest['model_version']}, "
+    console.print(f"published {index}/versions/{report.version}: model {manifest['model_version']}, "
                   f"{manifest['factory']}, {manifest['recall']}{gated}")
     return 0
 

@@ -11,6 +11,7 @@ from cli import (
     data_commands,
     demo_command,
     evaluate_command,
+    loop_command,
     recommend_command,
     service_commands,
     train_command,
@@ -18,7 +19,7 @@ from cli import (
 from contract.errors import DataError
 
 COMMAND_MODULES = (data_commands, train_command, recommend_command, evaluate_command, artifact_commands,
-                   service_commands, demo_command)
+                   loop_command, service_commands, demo_command)
 USAGE_ERROR = 2
 
 

@@ -16,7 +16,7 @@ from service.settings import Settings
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
-APP_SERVICES = ("pipeline", "api", "worker", "replayer")
+APP_SERVICES = ("pipeline", "api", "worker", "replayer", "archive", "trainer")
 
 
 def settings_variables() -> set[str]:
@@ -33,6 +33,14 @@ def parse(command: list[str]):
 def test_compose_has_every_service_and_volume():
     assert set(COMPOSE["services"]) == {"redis", *APP_SERVICES}
     assert set(COMPOSE["volumes"]) == {"shared", "redis-data"}
+
+
+def test_the_trainer_retrains_on_what_the_service_archives_and_publishes_where_it_serves():
+    environment = COMPOSE["x-app"]["environment"]
+    trainer = parse(COMPOSE["services"]["trainer"]["command"])
+    assert str(trainer.archive) == environment["RECALL_ARCHIVE_DIR"]
+    assert str(trainer.index) == environment["RECALL_INDEX_ROOT"]
+    assert not trainer.once  # a schedule, not one round
 
 
 @pytest.mark.parametrize("service", APP_SERVICES)
