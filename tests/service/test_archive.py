@@ -3,6 +3,11 @@ archive trains as a log. Real redis-server, real Parquet files."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import threading
 import time
 
 import pandas as pd
@@ -91,6 +96,53 @@ def test_a_crash_at_any_point_of_a_flush_loses_nothing_and_writes_nothing_twice(
     ids = archived_event_ids(directory)
     assert sorted(ids) == sorted(f"e{n}" for n in range(400)) and len(ids) == len(set(ids))
     assert not list(directory.rglob(".*.tmp"))  # no partial file survives
+
+
+def test_recall_archive_processes_sigkilled_while_events_arrive_archive_each_event_once(tmp_path):
+    """Real SIGKILLs of `recall archive` wherever it is (reading, writing, between the two) while events keep
+    arriving; the deterministic tests above kill it at the worst points of a flush."""
+    directory = tmp_path / "archive"
+    with EmbeddedRedis(tmp_path / "redis", persistence=False) as server:
+        client = redis.Redis.from_url(server.url)
+        ensure_groups(client, KEYS)
+        ensure_groups(client, KEYS, KEYS.archive_group)  # what the API does at start-up when archiving is on
+        env = {**os.environ, "REDIS_URL": server.url, "RECALL_ARCHIVE_DIR": str(directory),
+               "RECALL_ARCHIVE_FLUSH_S": "0.2", "RECALL_KEY_PREFIX": KEYS.prefix,
+               "RECALL_STREAM_PARTITIONS": str(KEYS.partitions)}
+        stop = threading.Event()
+
+        def send() -> None:
+            for start in range(0, 600, 10):
+                append_events(client, KEYS, events(10, start=start), dedupe_ttl_s=3600)
+                if stop.wait(0.25):  # ~15 s of traffic: every archiver below starts and dies while it flows
+                    return
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        try:
+            for _ in range(3):
+                archiver = subprocess.Popen([sys.executable, "-m", "cli.main", "archive"], env=env,
+                                            stdout=subprocess.DEVNULL, stderr=(tmp_path / "archive.log").open("a"))
+                before = len(archived_event_ids(directory))
+                wait_until(lambda before=before: len(archived_event_ids(directory)) > before, timeout_s=60)
+                archiver.send_signal(signal.SIGKILL)
+                archiver.wait(timeout=10)
+        finally:
+            stop.set()  # the rest arrives at once: the survivor's first flush
+            sender.join()
+        for start in range(0, 600, 10):  # what the sender had not sent yet (the appends dedupe the rest)
+            append_events(client, KEYS, events(10, start=start), dedupe_ttl_s=3600)
+        survivor = subprocess.Popen([sys.executable, "-m", "cli.main", "archive"], env=env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_until(lambda: len(archived_event_ids(directory)) >= 600, timeout_s=60)
+            time.sleep(1.0)  # five more flush intervals: a duplicate would show up by now
+        finally:
+            survivor.send_signal(signal.SIGTERM)
+            survivor.wait(timeout=30)
+    ids = archived_event_ids(directory)
+    assert sorted(ids) == sorted(f"e{n}" for n in range(600)) and len(ids) == len(set(ids))
+    assert not list(directory.rglob(".*.tmp"))
 
 
 def test_the_worker_does_not_trim_what_the_archive_still_needs(redis_client):
