@@ -48,7 +48,8 @@ def shared_redis_or_error(settings):
     from service.store.connection import connect_redis
 
     try:
-        return connect_redis(settings.redis_url, settings.redis_cluster, settings.redis_connect_timeout_s)
+        return connect_redis(settings.redis_url, settings.redis_cluster, settings.redis_connect_timeout_s,
+                             settings.redis_password_value)
     except RuntimeError as error:
         raise DataError("environment", str(error), column="REDIS_URL") from None
 

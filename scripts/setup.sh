@@ -2,32 +2,51 @@
 # Create or refresh the project's virtualenv with everything `make test` and `make demo` need.
 # CPU by default: the CPU build of torch is pinned before the project so pip never pulls a CUDA build.
 # The Dockerfile runs this same script with other settings:
-#   EXTRAS          the project's extras (default cpu,train,dev; the GPU image: gpu,train)
-#   TORCH_INDEX_URL where torch comes from (default: pip's own configuration; the CPU image: PyTorch's CPU index)
+#   EXTRAS          the project's extras (default serve,train,dev; the images: serve or serve-gpu, plus train in
+#                   the full one). Torch is installed only with `train`.
+#   TORCH_INDEX_URL where torch comes from (default: pip's own configuration; the images: PyTorch's CPU or CUDA index)
 #   EDITABLE=no     install the project itself, not a link to the checkout
+#   DEPS_ONLY=yes   install only the dependencies pyproject.toml lists (a Docker layer that survives code edits)
 #   SKIP_REDIS=yes  leave redis-server to the caller
 set -euo pipefail
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 TORCH_VERSION=${TORCH_VERSION:-2.13.0}
-EXTRAS=${EXTRAS:-cpu,train,dev}
+EXTRAS=${EXTRAS:-serve,train,dev}
 TORCH_INDEX_URL=${TORCH_INDEX_URL:-}
 EDITABLE=${EDITABLE:-yes}
+DEPS_ONLY=${DEPS_ONLY:-no}
 SKIP_REDIS=${SKIP_REDIS:-no}
 
 "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
 [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
-"$VENV/bin/python" -m pip install --quiet --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
+# pip's failures fail the script (pipefail); only its noise about install locations is dropped.
+pip_install() { "$VENV/bin/python" -m pip install --quiet "$@" 2>&1 | { grep -v '^WARNING: Location' || true; }; }
+pip_install --upgrade pip
+if [[ ",$EXTRAS," == *,train,* ]] \
+   && ! "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
   echo "installing torch==$TORCH_VERSION${TORCH_INDEX_URL:+ from $TORCH_INDEX_URL}"
-  "$VENV/bin/python" -m pip install --quiet "torch==$TORCH_VERSION" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} \
-    2>&1 | grep -v '^WARNING: Location' || true
+  pip_install "torch==$TORCH_VERSION" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
+fi
+if [[ $DEPS_ONLY == yes ]]; then
+  echo "installing the dependencies of nearline-recall[$EXTRAS]"
+  # Read from pyproject.toml's lists: no source is needed yet.
+  "$VENV/bin/python" - "$EXTRAS" > "$VENV/requirements.txt" <<'PY'
+import sys, tomllib
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+extras = [project["optional-dependencies"][extra] for extra in sys.argv[1].split(",")]
+print("\n".join(project["dependencies"] + sum(extras, [])))
+PY
+  pip_install -r "$VENV/requirements.txt"
+  exit 0
 fi
 echo "installing nearline-recall[$EXTRAS]"
 editable=()
 [[ $EDITABLE == yes ]] && editable=(-e)
-"$VENV/bin/python" -m pip install --quiet "${editable[@]}" ".[$EXTRAS]" 2>&1 | grep -v '^WARNING: Location' || true
-"$VENV/bin/python" -c "import torch, onnxruntime, faiss, pandas, pyarrow, fastapi" # fail here, not in a test
+pip_install "${editable[@]}" ".[$EXTRAS]"
+# Fail here, not in a test or at the first request.
+"$VENV/bin/python" -c "import onnxruntime, faiss, pandas, pyarrow, fastapi"
+[[ ",$EXTRAS," != *,train,* ]] || "$VENV/bin/python" -c "import torch, onnx"
 
 # The service (and its tests) start a private redis-server; Debian's package provides it.
 if [[ $SKIP_REDIS != yes ]] && ! command -v redis-server >/dev/null 2>&1; then

@@ -36,7 +36,7 @@ async def lifespan(app: FastAPI):
     holder = None
     try:
         client = connect_redis(embedded.url if embedded else settings.redis_url, settings.redis_cluster,
-                               settings.redis_connect_timeout_s)
+                               settings.redis_connect_timeout_s, None if embedded else settings.redis_password_value)
         keys = Keys(settings.key_prefix, settings.stream_partitions)
         ensure_groups(client, keys)
         if settings.archive_dir is not None:  # before the first event is accepted, wherever the archiver runs

@@ -20,6 +20,8 @@ class Settings(BaseSettings):
     # Where things are.
     redis_url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL", "RECALL_REDIS_URL"),
                                   description="redis://, rediss:// (TLS) or unix:// URL; unset = embedded server")
+    redis_password: SecretStr | None = Field(default=None, description="Redis's password as it is (a password "
+                                             "inside REDIS_URL must be URL-encoded); overrides the URL's")
     redis_cluster: bool = Field(default=False, description="REDIS_URL names a node of a Redis Cluster")
     redis_connect_timeout_s: float = Field(default=30.0, gt=0, description="how long start-up waits for Redis")
     data_dir: Path = Field(default=Path("var"), description="embedded Redis data and socket")
@@ -53,6 +55,10 @@ class Settings(BaseSettings):
     @property
     def embedded(self) -> bool:
         return not self.redis_url
+
+    @property
+    def redis_password_value(self) -> str | None:
+        return None if self.redis_password is None else self.redis_password.get_secret_value()
 
 
 @lru_cache

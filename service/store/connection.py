@@ -16,13 +16,15 @@ from service.store.keys import REDIS_ERRORS, RedisClient
 logger = logging.getLogger(__name__)
 
 
-def connect_redis(url: str, cluster: bool = False, timeout_s: float = 30.0) -> RedisClient:
+def connect_redis(url: str, cluster: bool = False, timeout_s: float = 30.0, password: str | None = None) -> RedisClient:
     """A client whose server answered PING, retrying with backoff; a clear error when it never does.
 
     Timeouts are short because /v1/recall reads Redis on the event loop: a dead server must cost a request one
     second at most (it then answers from a declared fallback), not stall the loop. Every key and script of the
     service touches one hash slot, so a Redis Cluster needs only the cluster-aware client."""
     options = {"socket_timeout": 1, "socket_connect_timeout": 1, "health_check_interval": 30}
+    if password is not None:
+        options["password"] = password
     # A cluster client retries each command across the cluster several times by default: one retry keeps a dead
     # node's cost to a request near the socket timeout.
     cluster_options = {**options, "retry": Retry(NoBackoff(), retries=1)}

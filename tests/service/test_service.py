@@ -280,7 +280,8 @@ def test_webhook_without_a_secret_is_disabled(tmp_path, service_artifacts):
 
 
 def test_shared_redis_with_auth_serves_api_and_separate_worker_processes(tmp_path, service_artifacts, small_world):
-    """REDIS_URL set: the API runs no worker of its own; a `recall worker` process applies the events."""
+    """REDIS_URL set: the API runs no worker of its own; a `recall worker` process applies the events. The
+    password, with characters a URL would need encoded, travels raw in RECALL_REDIS_PASSWORD."""
     import os
     import signal
     import subprocess
@@ -289,10 +290,12 @@ def test_shared_redis_with_auth_serves_api_and_separate_worker_processes(tmp_pat
     from index_builder.build import build_and_publish
     from service.redis_server import EmbeddedRedis
     build_and_publish(service_artifacts, tmp_path / "index")
-    with EmbeddedRedis(tmp_path / "shared-redis", persistence=False, password="pa55") as server:
-        settings = service_settings(tmp_path, redis_url=server.url)
-        env = {**os.environ, "REDIS_URL": server.url, "RECALL_INDEX_ROOT": str(settings.index_root),
-               "RECALL_STREAM_PARTITIONS": "4"}
+    password = "p@ss/w:rd#?&=1"
+    with EmbeddedRedis(tmp_path / "shared-redis", persistence=False, password=password) as server:
+        url = f"unix://{server.socket}"
+        settings = service_settings(tmp_path, redis_url=url, redis_password=password)
+        env = {**os.environ, "REDIS_URL": url, "RECALL_REDIS_PASSWORD": password,
+               "RECALL_INDEX_ROOT": str(settings.index_root), "RECALL_STREAM_PARTITIONS": "4"}
         worker = subprocess.Popen([sys.executable, "-m", "cli.main", "worker", "--metrics-port", "0"], env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         service = LiveService(settings).start()
@@ -310,7 +313,7 @@ def test_shared_redis_with_auth_serves_api_and_separate_worker_processes(tmp_pat
         with pytest.raises(RuntimeError, match="did not answer"):
             from service.store.connection import connect_redis
 
-            connect_redis(f"unix://{server.socket}?password=wrong", timeout_s=0.5)
+            connect_redis(url, timeout_s=0.5, password="wrong")
 
 
 def test_backpressure_and_body_limits(tmp_path, service_artifacts, small_world):
