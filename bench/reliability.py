@@ -24,6 +24,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -237,6 +238,23 @@ def bad_requests() -> list[tuple[str, bytes, dict]]:
         ("/v1/recall", b"[]", recall_headers), ("/v1/recall", b"\xff\xfe", recall_headers),
         ("/v1/recall", orjson.dumps({"user_id": 1.5}), recall_headers),
     ]
+    # Outside standard JSON: numbers Python parses but JSON has not (in every field of every route), a duplicate
+    # key, a byte-order mark, a body not sent as JSON.
+    valid = {"/v1/recall": b'{"user_id": 1, "k": 5, "context": "x", "filter_viewed": true}',
+             "/v1/recall/batch": b'{"requests": [{"user_id": 1, "k": 5, "context": "x"}]}',
+             "/v1/events": b'{"events": [{"user_id": 1, "item_id": 2, "timestamp": 1764000000, "session_id": 3}]}'}
+    for path, body in valid.items():
+        def headers(content: bytes, path=path) -> dict:
+            return signed_headers(SECRET, content) if path == "/v1/events" else recall_headers
+        for value in re.findall(rb'(?<=": )[^,}\]\[{]+', body):
+            for raw in (b"NaN", b"Infinity", b"-Infinity", b"1e400"):
+                broken = body.replace(b": " + value, b": " + raw, 1)
+                cases.append((path, broken, headers(broken)))
+        first_key = re.match(rb'\{("\w+"): ', body).group(1)
+        for broken in (b"{" + first_key + b": 0, " + body[1:], b"\xef\xbb\xbf" + body):
+            cases.append((path, broken, headers(broken)))
+        for content_type in ("text/plain", "application/x-www-form-urlencoded"):
+            cases.append((path, body, {**headers(body), "content-type": content_type}))
     rng = random.Random(7)
     for _ in range(200):  # random junk: bytes, wrong types, deep nesting
         junk = rng.choice([bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 64))),

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shutil
 import signal
 import threading
 
@@ -63,6 +65,11 @@ def run_serve(args: argparse.Namespace) -> int:
     logging.getLogger("service").setLevel(logging.INFO)
     if not settings.embedded:
         shared_redis_or_error(settings).close()  # fail before uvicorn starts, with one line instead of a traceback
+    if args.workers > 1:  # each process writes its metrics here, so /metrics on any of them shows them all
+        metrics_dir = settings.data_dir / "prometheus"
+        shutil.rmtree(metrics_dir, ignore_errors=True)  # samples of an earlier run's processes are not this one's
+        metrics_dir.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     uvicorn.run("service.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
                 log_level="info", access_log=False)
     return 0

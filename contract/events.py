@@ -235,10 +235,20 @@ def _sessionize(frame: pd.DataFrame, user: np.ndarray, timestamp: np.ndarray, ha
                 session_gap_s: int, path: str) -> tuple[np.ndarray, np.ndarray]:
     """Sort order of the events and the session index of each sorted event."""
     if Columns.session in frame:
-        _check_not_null(frame, (Columns.session,), path)
         # Sessions are per user: the same session_id under two users is two sessions.
-        session_code, session_names = pd.factorize(frame[Columns.session])
-        session_key = pd.factorize(user.astype(np.int64) * len(session_names) + session_code)[0]
+        session_code, session_names = pd.factorize(frame[Columns.session])  # a missing id is -1
+        session_code = session_code.astype(np.int64)
+        missing = session_code < 0
+        if missing.any():
+            # Events sent without a session_id (the service archives them so) are sessionised as a file without
+            # the column is: split at time gaps, or one session each without timestamps.
+            gap_order, gap_session = _sessionize(frame.loc[missing].drop(columns=Columns.session), user[missing],
+                                                 timestamp[missing], has_timestamp, session_gap_s, path)
+            in_file_order = np.empty_like(gap_session)
+            in_file_order[gap_order] = gap_session
+            session_code[missing] = len(session_names) + in_file_order
+        n_labels = int(session_code.max(initial=0)) + 1
+        session_key = pd.factorize(user.astype(np.int64) * n_labels + session_code)[0]
         first_time = pd.Series(timestamp).groupby(session_key).transform("min").to_numpy()
         order = np.lexsort((timestamp, session_key, first_time, user))
         sorted_key = session_key[order]

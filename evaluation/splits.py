@@ -83,13 +83,17 @@ def temporal_split(log: EventLog, split_time: int | None = None, test_fraction: 
         raise ValueError("the temporal protocol needs timestamps; use leave-one-out for this file")
     if split_time is None:
         split_time = int(np.quantile(log.timestamp, 1.0 - test_fraction))
+        if not (log.session_start >= split_time).any():  # the quantile fell inside the sessions that started last
+            split_time = int(log.session_start.max())
     session_after = log.session_start >= split_time
     event_after = session_after[log.session]
     train = log.take(~event_after)
     positive_session = np.bincount(log.session[is_target(log, min_action)], minlength=len(session_after)) > 0
     candidates = np.flatnonzero(session_after & positive_session)
     session_users = log.session_user[candidates]
-    first_per_user = candidates[np.r_[True, session_users[1:] != session_users[:-1]]]
+    first_of_user = np.ones(len(candidates), dtype=bool)  # no candidate at all is a possible window
+    first_of_user[1:] = session_users[1:] != session_users[:-1]
+    first_per_user = candidates[first_of_user]
     warm = np.isin(log.session_user[first_per_user], train.active_users)
     target_sessions = first_per_user if include_cold_users else first_per_user[warm]
     return Split("temporal", train, _session_cases(log, target_sessions, min_action))

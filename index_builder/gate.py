@@ -17,6 +17,7 @@ import faiss
 import numpy as np
 import onnxruntime as ort
 
+from contract.errors import DataError
 from contract.events import load_events
 from contract.manifests import FeatureSchema
 from contract.tokens import (
@@ -66,6 +67,9 @@ def gate_ndcg(files: ServedFiles, events: Path) -> tuple[float, int]:
     split = temporal_split(log) if log.has_timestamp else leave_one_out(log)
     split = sample_cases(split, MAX_CASES)
     cases = split.cases
+    if len(cases) == 0:
+        raise DataError(str(events), "no user has a session to predict after earlier events (the gate needs users "
+                        "with two sessions or more in these events: give it a longer window)")
     table = session_table(split.train, schema.max_items_per_session)
     tokens = build_tokens(table, with_context=schema.with_context_tokens)
     encoder = ort.InferenceSession(str(files.directory / "user_encoder.onnx"), providers=["CPUExecutionProvider"])

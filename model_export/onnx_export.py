@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -47,11 +48,24 @@ class ItemTowerGraph(nn.Module):
 
 def _export(module: nn.Module, args: tuple, path: Path, input_names: list[str], output_name: str,
             dynamic: dict) -> None:
-    with warnings.catch_warnings():
+    # The exporter logs a warning per torchvision operator it cannot register ("torchvision is not installed"):
+    # these models use none of them, so the lines are noise.
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    with warnings.catch_warnings(), _level(registration, logging.ERROR):
         warnings.simplefilter("ignore")
         torch.onnx.export(module, args, str(path), input_names=input_names, output_names=[output_name],
                           dynamic_shapes=dynamic, dynamo=True, opset_version=OPSET, external_data=False,
                           verbose=False)
+
+
+@contextmanager
+def _level(logger: logging.Logger, level: int):
+    previous = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
 
 
 def export_user_encoder(model: RecallModel, sample: dict[str, np.ndarray], path: Path) -> None:

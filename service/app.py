@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import threading
 from contextlib import asynccontextmanager
 
@@ -12,12 +13,16 @@ import faiss
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
 
+from contract import __version__
 from service.api import events, ops, recall
-from service.api.errors import validation_error
+from service.api.errors import http_error, validation_error
 from service.archive import EventArchiver
 from service.body_limit import BodySizeLimit
 from service.deps import Services
+from service.metrics import RequestMetrics
 from service.redis_server import EmbeddedRedis
 from service.serving_model import ModelHolder
 from service.settings import Settings, get_settings
@@ -69,15 +74,19 @@ async def lifespan(app: FastAPI):
 def create_app(settings: Settings | None = None) -> FastAPI:
     # operationIds are the handlers' names (recall_candidates, not recall_candidates_v1_recall_post): client
     # generators turn them into method names.
-    app = FastAPI(title="nearline-recall", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="nearline-recall", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   generate_unique_id_function=lambda route: route.name,
                   description="Near-line generative candidate generation: /v1/recall, the /v1/events webhook, "
                               "health, readiness and Prometheus metrics.")
     app.state.settings = settings or get_settings()
     app.add_middleware(BodySizeLimit, limit=app.state.settings.max_body_bytes)
+    app.add_middleware(RequestMetrics)  # outermost: it sees every answer, a 413 from the body limit included
     for api in (recall, events, ops):
         app.include_router(api.router)
+    app.mount(ops.DOCS_ASSETS, StaticFiles(directory=importlib.resources.files("fastapi_offline") / "static"),
+              name="docs-assets")
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(HTTPException, http_error)
     app.openapi = lambda: deployment_openapi(app)
     return app
 

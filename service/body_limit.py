@@ -6,6 +6,8 @@ from __future__ import annotations
 import orjson
 from fastapi import HTTPException
 
+from service.api.errors import problem
+
 
 class BodySizeLimit:
     """Pure ASGI middleware: 413 with a message naming the limit."""
@@ -39,7 +41,7 @@ class BodySizeLimit:
         return f"body: at most {self.limit} bytes"
 
     async def _refuse(self, send) -> None:
-        body = orjson.dumps({"detail": self.message})
+        body = orjson.dumps({"detail": [problem([], self.message, "too_large")]})
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 (b"connection", b"close")]})

@@ -14,12 +14,12 @@ Id = Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_LENGTH)] | Stric
 OptionalText = Annotated[StrictStr, Field(max_length=MAX_ID_LENGTH)] | None
 
 
-class Event(BaseModel):
-    """One event in the data-contract shape (DESIGN.md section 3)."""
+class RecentEvent(BaseModel):
+    """An event of the requesting user, sent with a recall request: the webhook's event shape without `user_id`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"item_id": 1234, "timestamp": 1764766800, "action": "click", "context": "search:running shoes"}]})
 
-    user_id: Id
     item_id: Id
     timestamp: StrictInt | StrictFloat | None = Field(default=None, ge=0,
                                                      description="unix seconds; absent = when received")
@@ -37,8 +37,20 @@ class Event(BaseModel):
         return value
 
 
+class Event(RecentEvent):
+    """One event in the data-contract shape (DESIGN.md section 3)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"user_id": 42, "item_id": 1234, "timestamp": 1764766800, "action": "click",
+         "context": "search:running shoes", "scenario": "search", "event_id": "evt-0001"}]})
+
+    user_id: Id
+
+
 class EventBatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"events": [{"user_id": 42, "item_id": 1234, "action": "click", "context": "search:running shoes",
+                     "event_id": "evt-0001"}]}]})
 
     events: list[Event] = Field(min_length=1)
 
@@ -50,13 +62,18 @@ class IngestResult(BaseModel):
 
 MAX_K = 1000
 MAX_LIST = 1000
+MAX_ALLOWED = 100_000
+MAX_RECENT_EVENTS = 200
 
 VectorSource = Literal["precomputed", "online", "cold"]
 Fallback = Literal["cold_user", "reencoded_stale_vector", "redis_unavailable"]
 
 
 class RecallRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"user_id": 42, "context": "search:running shoes", "k": 100},
+        {"user_id": "new-visitor-7", "k": 50, "allowed_item_ids": [1234, 1235, 1240],
+         "recent_events": [{"item_id": 1234, "action": "click"}]}]})
 
     user_id: Id
     context: Annotated[StrictStr, Field(max_length=MAX_ID_LENGTH)] | None = Field(
@@ -67,6 +84,19 @@ class RecallRequest(BaseModel):
     filter_viewed: StrictBool = True
     exclude_item_ids: list[Id] = Field(default_factory=list, max_length=MAX_LIST)
     categories: list[Id] | None = Field(default=None, max_length=MAX_LIST, description="only items of these")
+    allowed_item_ids: list[Id] | None = Field(default=None, max_length=MAX_ALLOWED, description=(
+        "only these items (an allow-list, applied inside the search, so k of them come back when k exist)"))
+    recent_events: list[RecentEvent] = Field(default_factory=list, max_length=MAX_RECENT_EVENTS, description=(
+        "the user's latest events, appended to the stored history for this request only (never stored): a user "
+        "the webhook has not told about yet is personalised. Events not after the stored history's newest one "
+        "are taken as already stored and skipped"))
+
+
+class RecallBatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"requests": [{"user_id": 42, "k": 100}, {"user_id": 43, "context": "home", "k": 100}]}]})
+
+    requests: list[RecallRequest] = Field(min_length=1, description="at most RECALL_MAX_BATCH_REQUESTS (256)")
 
 
 class Candidate(BaseModel):
@@ -87,6 +117,13 @@ class RecallResponse(BaseModel):
                                         "history (another context), or cold (context only)")
     fallback: Fallback | None = Field(description="set when the answer is not personalised from a fresh vector "
                                       "of the serving model")
+    context_used: str | None = Field(description="the context the model read: the request's, or the user's last "
+                                     "when the request names none; null = the default (none, or one the model "
+                                     "does not know)")
+
+
+class RecallBatchResponse(BaseModel):
+    results: list[RecallResponse] = Field(description="one answer per request, in the requests' order")
 
 
 class Readiness(BaseModel):

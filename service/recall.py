@@ -5,7 +5,11 @@ context whenever their history changes. A request for one of those reads the vec
 request for another context encodes online, with the same ONNX graph, from the history stored beside it. Both
 paths use the pair (encoder, index) of one model version; a vector stored by another version is re-encoded.
 
-The steps are separate so the handler can run the one slow step, online encoding, off the event loop.
+A request may carry `recent_events`: they are applied to a copy of the stored history, as the worker would apply
+them, for this request only; the precomputed vectors no longer describe that history, so it is encoded online.
+
+The steps are separate so the handler can run the one slow step, online encoding, off the event loop, and so a
+batch of requests shares one Redis round trip and one encoder call.
 """
 
 from __future__ import annotations
@@ -14,14 +18,17 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import orjson
 
+from contract.manifests import FeatureSchema
 from service import metrics
-from service.history import codes_of, last_context, new_history, viewed_items
-from service.models import RecallRequest
+from service.history import apply_event, codes_of, last_context, new_history, viewed_items
+from service.ingest import normalise
+from service.models import Event, RecallRequest
 from service.search import search
 from service.serving_model import ServingModel
 from service.store.keys import REDIS_ERRORS, Keys, RedisClient
-from service.store.user_state import UserState, read_state
+from service.store.user_state import UserState, read_states
 
 
 @dataclass
@@ -35,13 +42,21 @@ class RecallPlan:
     received_at: float
 
 
-def plan_recall(model: ServingModel, client: RedisClient, keys: Keys, request: RecallRequest) -> RecallPlan:
-    """Read the user's state (one round trip) and pick the precomputed vector when it fits the request."""
+def plan_recalls(model: ServingModel, client: RedisClient, keys: Keys,
+                 requests: list[RecallRequest]) -> list[RecallPlan]:
+    """Read the users' states (one round trip for them all) and pick each precomputed vector that fits."""
     now, fallback = time.time(), None
     try:
-        state = read_state(client, keys, str(request.user_id), model.encoder.dim)
-    except REDIS_ERRORS:  # degrade to a context-only answer rather than fail the request
-        state, fallback = UserState(history=new_history(), last_id=""), "redis_unavailable"
+        states = read_states(client, keys, [str(request.user_id) for request in requests], model.encoder.dim)
+    except REDIS_ERRORS:  # degrade to context-only answers rather than fail the requests
+        states, fallback = [UserState(history=new_history(), last_id="") for _ in requests], "redis_unavailable"
+    return [_plan(model, request, state, fallback, now) for request, state in zip(requests, states, strict=True)]
+
+
+def _plan(model: ServingModel, request: RecallRequest, state: UserState, fallback: str | None,
+          now: float) -> RecallPlan:
+    if request.recent_events:
+        state = with_recent_events(state, request, model.schema, now)
     last_ctx, last_scenario = last_context(state.history)
     context = model.known("contexts", request.context if request.context is not None else last_ctx)
     scenario = model.known("scenarios", request.scenario if request.scenario is not None else last_scenario)
@@ -54,10 +69,28 @@ def plan_recall(model: ServingModel, client: RedisClient, keys: Keys, request: R
                       fallback=fallback, received_at=now)
 
 
-def encode_online(model: ServingModel, plan: RecallPlan) -> np.ndarray:
-    """The query vector from the stored history and the request's context (a few ms: run it off the loop)."""
-    return model.encode([plan.state.history], [plan.context], [plan.scenario],
-                        np.array([int(plan.received_at)]))[0]
+def with_recent_events(state: UserState, request: RecallRequest, schema: FeatureSchema, now: float) -> UserState:
+    """The state with the request's recent events applied to a copy of its history; the stored vectors and
+    viewed codes describe the history without them, so they are dropped. Events not after the history's newest
+    are already stored (a client may send its last events whether or not the webhook delivered them)."""
+    newest = max((session["last"] for session in state.history["sessions"]), default=None)
+    history, applied = orjson.loads(orjson.dumps(state.history)), 0
+    for recent in request.recent_events:
+        event = normalise(Event.model_construct(user_id=request.user_id, **dict(recent)), now)
+        if newest is None or event["timestamp"] > newest:
+            apply_event(history, event, schema)
+            applied += 1
+    if not applied:
+        return state
+    return UserState(history=history, last_id=state.last_id, model_version=state.model_version,
+                     updated_ms=state.updated_ms)
+
+
+def encode_online(model: ServingModel, plans: list[RecallPlan]) -> np.ndarray:
+    """(len(plans), d) query vectors from the stored histories and the requests' contexts, in one encoder call (a
+    few ms: run it off the loop)."""
+    return model.encode([plan.state.history for plan in plans], [plan.context for plan in plans],
+                        [plan.scenario for plan in plans], np.array([int(plan.received_at) for plan in plans]))
 
 
 def answer(model: ServingModel, plan: RecallPlan, vector: np.ndarray) -> dict:
@@ -69,9 +102,8 @@ def answer(model: ServingModel, plan: RecallPlan, vector: np.ndarray) -> dict:
         fresh_codes = state.viewed_codes is not None and state.model_version == model.model_version
         excluded.append(state.viewed_codes if fresh_codes else codes_of(model.vocabs.items,
                                                                         viewed_items(state.history)))
-    categories = None if request.categories is None else np.array(
-        [model.small_vocab_codes["categories"].get(str(c), -1) for c in request.categories], dtype=np.int64)
-    codes, scores = search(model, vector, request.k, np.concatenate(excluded).astype(np.int64), categories)
+    codes, scores = search(model, vector, request.k, np.concatenate(excluded).astype(np.int64),
+                           allowed_rows(model, request))
     if plan.fallback:
         metrics.FALLBACKS.labels(plan.fallback).inc()
     age_ms = int(plan.received_at * 1000) - state.updated_ms if state.updated_ms else None
@@ -82,4 +114,20 @@ def answer(model: ServingModel, plan: RecallPlan, vector: np.ndarray) -> dict:
     source = "precomputed" if plan.vector is not None else ("online" if state.history["sessions"] else "cold")
     return {"items": [{"item_id": i, "score": s} for i, s in zip(item_ids, scores.tolist(), strict=True)],
             "model_version": model.model_version, "index_version": model.index_version,
-            "user_vector_age_ms": age_ms, "vector_source": source, "fallback": plan.fallback}
+            "user_vector_age_ms": age_ms, "vector_source": source, "fallback": plan.fallback,
+            "context_used": plan.context}
+
+
+def allowed_rows(model: ServingModel, request: RecallRequest) -> np.ndarray | None:
+    """(n_rows,) bool: the index rows the request's category filter and allow-list leave; None = every row."""
+    allowed = None
+    if request.categories is not None:
+        codes = [model.small_vocab_codes["categories"].get(str(category), -1) for category in request.categories]
+        allowed = np.isin(model.category_of_row, np.array(codes, dtype=np.int64))
+    if request.allowed_item_ids is not None:
+        codes = codes_of(model.vocabs.items, list(request.allowed_item_ids))
+        rows = model.row_of_code[codes[(codes > 0) & (codes < len(model.row_of_code))]]
+        listed = np.zeros(len(model.category_of_row), dtype=bool)
+        listed[rows[rows >= 0]] = True
+        allowed = listed if allowed is None else allowed & listed
+    return allowed

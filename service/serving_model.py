@@ -40,6 +40,9 @@ class ServingModel:
     item_id_of_code: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # original ids
     small_vocab_codes: dict[str, dict[str, int]] = field(default_factory=dict)  # contexts, scenarios, categories
     on_gpu: bool = False
+    # The CPU index, kept beside a GPU copy: small filtered sets are scored exactly from its vectors (service.search).
+    cpu_index: faiss.Index | None = None
+    stored_vectors: bool = False  # cpu_index can give back its rows' vectors
     # onnxruntime sessions are thread-safe; GPU FAISS indexes are not, so GPU searches take turns.
     search_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -89,10 +92,26 @@ def load_serving_model(settings: Settings, with_index: bool = True) -> ServingMo
             category = side["category"]
         model.category_of_row = np.where(index.id_map < len(category),
                                          category[np.minimum(index.id_map, len(category) - 1)], 0)
+        model.cpu_index, model.stored_vectors = index.index, _reconstructible(index.index)
         if (settings.use_gpu is not False) and gpu_available():
             index.index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index.index)
             model.on_gpu = True
     return model
+
+
+def _reconstructible(index: faiss.Index) -> bool:
+    """Make the index able to give back the vectors of given rows (an IVF index needs its direct map, 8 bytes a
+    row); False for the kinds that cannot."""
+    if index.ntotal == 0:
+        return False
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        ivf.make_direct_map()
+    try:
+        index.reconstruct_batch(np.zeros(1, dtype=np.int64))
+    except RuntimeError:
+        return False
+    return True
 
 
 def _feature_schema(directory: Path, model_manifest: dict) -> FeatureSchema:

@@ -35,7 +35,8 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(default=None, description="when set, /v1/recall needs `X-API-Key`")
     replay_window_s: int = Field(default=300, gt=0, description="accepted webhook timestamp skew")
     max_body_bytes: int = Field(default=1_048_576, gt=0, description="request body limit of every route")
-    max_batch_events: int = Field(default=1000, gt=0)
+    max_batch_events: int = Field(default=1000, gt=0, description="events per webhook call")
+    max_batch_requests: int = Field(default=256, gt=0, description="requests per /v1/recall/batch call")
     max_stream_lag: int = Field(default=200_000, gt=0, description="webhook answers 429 beyond this backlog")
     # Streams and the near-line worker.
     key_prefix: str = Field(default="nr", pattern=r"^[A-Za-z0-9_.:-]+$")

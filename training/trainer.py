@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from contract.errors import DataError
 from contract.events import EventLog
 from contract.tokens import TokenTable, build_tokens, collate, session_table, training_windows
 from evaluation.evaluate import evaluate
@@ -58,6 +59,9 @@ def validation_split(log: EventLog, protocol: str, max_cases: int, seed: int) ->
     too few to choose an epoch by."""
     split = (temporal_split(log, test_fraction=0.1, include_cold_users=True) if protocol == "temporal"
              else leave_one_out(log))
+    if len(split.cases) == 0:
+        raise DataError(str(log.source), f"nothing to validate on: the {protocol} holdout has no session with a "
+                        "click or a stronger action (the log is too small or too short)")
     return sample_cases(split, max_cases, seed)
 
 

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from fastapi.responses import PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 
+from service import metrics
 from service.deps import ServicesDep
 from service.models import Readiness
 from service.store.keys import REDIS_ERRORS
 from service.store.streams import stream_backlog
 
 router = APIRouter()
+DOCS_ASSETS = "/docs-assets"  # Swagger UI and ReDoc served by the app itself (service.app mounts them), not a CDN
 
 
 @router.get("/healthz")
@@ -40,6 +43,21 @@ def readyz(services: ServicesDep, response: Response) -> Readiness:
                      faiss_device=("gpu" if model.on_gpu else "cpu") if model else None, problems=problems)
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
+@router.get("/metrics", response_class=PlainTextResponse, include_in_schema=False)
 def prometheus_metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/docs", include_in_schema=False)
+def swagger_ui() -> HTMLResponse:
+    return get_swagger_ui_html(openapi_url="/openapi.json", title="nearline-recall API",
+                               swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                               swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                               swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png")
+
+
+@router.get("/redoc", include_in_schema=False)
+def redoc() -> HTMLResponse:
+    return get_redoc_html(openapi_url="/openapi.json", title="nearline-recall API",
+                          redoc_js_url=f"{DOCS_ASSETS}/redoc.standalone.js",
+                          redoc_favicon_url=f"{DOCS_ASSETS}/favicon.png", with_google_fonts=False)

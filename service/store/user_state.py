@@ -62,9 +62,22 @@ def read_histories(client: RedisClient, keys: Keys, user_ids: list[str]) -> list
             for history, last_id in pipe.execute()]
 
 
+STATE_FIELDS = ["history", "last_id", "model_version", "contexts", "vectors", "viewed", "updated_ms"]
+
+
 def read_state(client: RedisClient, keys: Keys, user_id: str, dim: int) -> UserState:
-    fields = client.hmget(keys.user(user_id), ["history", "last_id", "model_version", "contexts", "vectors",
-                                                "viewed", "updated_ms"])
+    return _state(client.hmget(keys.user(user_id), STATE_FIELDS), dim)
+
+
+def read_states(client: RedisClient, keys: Keys, user_ids: list[str], dim: int) -> list[UserState]:
+    """Each user's whole state in one round trip (a batch of recall requests)."""
+    pipe = client.pipeline(transaction=False)
+    for user_id in user_ids:
+        pipe.hmget(keys.user(user_id), STATE_FIELDS)
+    return [_state(fields, dim) for fields in pipe.execute()]
+
+
+def _state(fields: list[bytes | None], dim: int) -> UserState:
     history, last_id, model_version, contexts, vectors, viewed, updated_ms = fields
     return UserState(
         history=load_history(history), last_id=(last_id or b"").decode(),

@@ -192,3 +192,14 @@ def test_a_bad_row_in_a_directory_is_named_in_its_own_file(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no Parquet files"):
         load_events(tmp_path / "empty")
+
+
+def test_events_without_a_session_id_beside_ones_with_it_split_at_time_gaps(tmp_path):
+    """What the service archives: events sent with and without a session_id, in one log. Those without one are
+    sessionised as a file without the column is, and never join a named session."""
+    pd.DataFrame({"user_id": [1, 1, 1, 1, 2, 2], "item_id": [10, 11, 12, 13, 10, 14],
+                  "timestamp": [0, 60, 5000, 5060, 0, 9000],
+                  "session_id": ["a", "a", None, None, None, None]}).to_parquet(tmp_path / "archived.parquet")
+    log = load_events(tmp_path / "archived.parquet")
+    sessions = [log.vocabs.items.decode(log.item[log.session == s]).tolist() for s in np.unique(log.session)]
+    assert sessions == [[10, 11], [12, 13], [10], [14]]

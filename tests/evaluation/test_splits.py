@@ -89,3 +89,13 @@ def test_temporal_split_can_include_cold_users(write_csv):
     assert len(temporal_split(log, split_time=5 * DAY).cases) == 1
     with_cold = temporal_split(log, split_time=5 * DAY, include_cold_users=True)
     assert len(with_cold.cases) == 2
+
+
+def test_temporal_split_holds_out_the_last_sessions_when_they_all_start_together(write_csv):
+    """A short window where every user's latest session opened at the same second (the archive of a burst): the
+    quantile of event times falls inside those sessions, and they are still the ones held out."""
+    rows = [{"user_id": user, "timestamp": start + event, "item_id": f"i{user}{event}", "action": "click",
+             "session_id": f"{user}-{start}"}
+            for user in range(5) for start in (0, 3600, 7200) for event in range(4)]
+    split = temporal_split(load_events(write_csv(rows)))
+    assert len(split.cases) == 5 and set(split.cases.request_time) == {7200}

@@ -56,3 +56,18 @@ def test_publish_without_a_gate_and_a_bad_tolerance(tmp_path, service_artifacts,
     assert main(["publish", "--run", str(good_run), "--index", str(root)]) == 0
     manifest = json.loads((root / "versions" / current_version(root) / "manifest.json").read_text())
     assert manifest["gate"] is None and manifest["model"]["run"] == str(good_run.resolve())
+
+
+def test_gate_events_without_a_case_are_one_clear_error(tmp_path, service_artifacts, small_world, capsys):
+    """A window of the archive where nobody has two sessions gives the gate nothing to score: exit 2 naming the
+    file, not a traceback, and nothing published."""
+    directory, _ = small_world
+    good_run, root = service_artifacts.parent / "run", tmp_path / "index"
+    events = pd.read_parquet(directory / "events.parquet")
+    one_session_each = events.drop_duplicates("user_id").assign(timestamp=1_764_000_000)
+    one_session_each.to_parquet(tmp_path / "recent.parquet", index=False)
+    assert main(["publish", "--run", str(good_run), "--index", str(root), "--gate-events",
+                 str(tmp_path / "recent.parquet")]) == 2
+    error = capsys.readouterr().err
+    assert "recent.parquet" in error and "two sessions" in error and "Traceback" not in error
+    assert current_version(root) is None

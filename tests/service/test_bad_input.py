@@ -30,6 +30,7 @@ from tests.support.service import SECRET, LiveService, post_events, service_sett
 
 pytestmark = pytest.mark.integration
 
+API_KEY = "fuzz-key"
 CHECKS = [schemathesis.checks.not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance, negative_data_rejection]
 
@@ -40,7 +41,7 @@ def fuzzed_service(tmp_path_factory, service_artifacts):
 
     directory = tmp_path_factory.mktemp("fuzzed")
     build_and_publish(service_artifacts, directory / "index")
-    service = LiveService(service_settings(directory)).start()
+    service = LiveService(service_settings(directory, api_key=API_KEY)).start()  # the scheme is fuzzed too
     yield service
     service.stop()
 
@@ -79,7 +80,7 @@ def send_and_validate(case, base_url: str) -> None:
                                  timeout=30)
         case.validate_response(response, checks=CHECKS)
     else:
-        case.call_and_validate(base_url=base_url, checks=CHECKS)
+        case.call_and_validate(base_url=base_url, checks=CHECKS, headers={"X-API-Key": API_KEY})
 
 
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
@@ -198,3 +199,86 @@ def test_unicode_ids_are_served_like_any_other(fuzzed_service):
                    is not None)
         answer = client.post("/v1/recall", json={"user_id": user, "k": 5})
     assert answer.status_code == 200 and len(answer.json()["items"]) == 5
+
+
+ROUTES = ("/v1/recall", "/v1/recall/batch", "/v1/events")
+VALID_BODIES = {"/v1/recall": {"user_id": 1, "k": 5, "context": "x", "filter_viewed": True},
+                "/v1/recall/batch": {"requests": [{"user_id": 1, "k": 5, "context": "x", "filter_viewed": True}]},
+                "/v1/events": {"events": [{"user_id": 1, "item_id": 2, "timestamp": 1_764_000_000,
+                                           "action": "click", "context": "x", "session_id": 3}]}}
+
+
+def fields_of(body: dict, path: tuple = ()):
+    """(path, value) of every scalar field in a body."""
+    for key, value in body.items():
+        if isinstance(value, dict):
+            yield from fields_of(value, (*path, key))
+        elif isinstance(value, list):
+            for n, element in enumerate(value):
+                yield from fields_of(element, (*path, key, n))
+        else:
+            yield (*path, key), value
+
+
+def with_raw(body: dict, path: tuple, raw: str) -> bytes:
+    """The body as JSON text with the field at `path` replaced by `raw` (NaN, Infinity: not expressible in JSON)."""
+    marker = "\u0000marker\u0000"
+    copy = json.loads(json.dumps(body))
+    node = copy
+    for step in path[:-1]:
+        node = node[step]
+    node[path[-1]] = marker
+    return json.dumps(copy).replace(json.dumps(marker), raw).encode()
+
+
+def post_raw(client, path: str, body: bytes, content_type: str | None = "application/json"):
+    headers = signed_headers(SECRET, body)
+    if content_type is None:
+        del headers["content-type"]
+    else:
+        headers["content-type"] = content_type
+    return client.post(path, content=body, headers=headers)
+
+
+@pytest.mark.parametrize("path", ROUTES)
+def test_non_finite_numbers_in_every_field_get_a_422_naming_it(fuzzed_service, path):
+    with fuzzed_service.client() as client:
+        for field, _ in fields_of(VALID_BODIES[path]):
+            for raw in ("NaN", "Infinity", "-Infinity", "1e400", "-1e400"):
+                response = post_raw(client, path, with_raw(VALID_BODIES[path], field, raw))
+                assert response.status_code == 422, (path, field, raw, response.text)
+                assert any(names(problem["loc"], field) for problem in response.json()["detail"]), (field, raw)
+
+
+def names(loc: list, field: tuple) -> bool:
+    """`loc` points at `field` (after "body", before a union member's name)."""
+    return any(tuple(loc[start:start + len(field)]) == field for start in range(len(loc)))
+
+
+@pytest.mark.parametrize("path", ROUTES)
+@pytest.mark.parametrize(("case", "status"), [("duplicate key", 422), ("nested duplicate key", 422),
+                                              ("byte-order mark", 422), ("text/plain", 415),
+                                              ("form", 415), ("no content type", 415)])
+def test_bodies_outside_standard_json_get_a_4xx_and_change_nothing(fuzzed_service, path, case, status):
+    fields = VALID_BODIES[path]
+    if path == "/v1/events":  # a new event each time, or the valid copy would be a duplicate of the last case's
+        fields = {"events": [{**fields["events"][0], "event_id": str(uuid.uuid4())}]}
+    valid = json.dumps(fields).encode()
+    body, content_type = {
+        "duplicate key": (b'{"k": 5, ' + valid[1:], "application/json"),
+        "nested duplicate key": (valid.replace(b'"user_id": 1', b'"user_id": 1, "user_id": 2'), "application/json"),
+        "byte-order mark": (b"\xef\xbb\xbf" + valid, "application/json"),
+        "text/plain": (valid, "text/plain"),
+        "form": (valid, "application/x-www-form-urlencoded"),
+        "no content type": (valid, None),
+    }[case]
+    services = fuzzed_service.app.state.services
+    before = sum(services.client.xinfo_stream(stream)["entries-added"] for stream in services.keys.all_streams())
+    with fuzzed_service.client() as client:
+        response = post_raw(client, path, body, content_type)
+        fine = post_raw(client, path, valid)
+    assert response.status_code == status, response.text
+    assert [set(problem) for problem in response.json()["detail"]] == [{"loc", "msg", "type"}]
+    assert fine.status_code in (200, 202)
+    after = sum(services.client.xinfo_stream(stream)["entries-added"] for stream in services.keys.all_streams())
+    assert after - before == (1 if path == "/v1/events" else 0)  # only the valid copy was appended

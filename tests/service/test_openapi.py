@@ -15,7 +15,7 @@ def openapi(tmp_path, **settings) -> dict:
 
 def test_operation_ids_are_the_handler_names(tmp_path):
     ids = {operation["operationId"] for path in openapi(tmp_path)["paths"].values() for operation in path.values()}
-    assert ids == {"recall_candidates", "ingest_events", "healthz", "readyz", "prometheus_metrics"}
+    assert ids == {"recall_candidates", "recall_candidates_batch", "ingest_events", "healthz", "readyz"}
 
 
 def test_the_api_key_is_a_declared_security_scheme_of_recall_when_one_is_set(tmp_path):
@@ -27,8 +27,40 @@ def test_the_api_key_is_a_declared_security_scheme_of_recall_when_one_is_set(tmp
     assert document["paths"]["/v1/recall"]["post"]["security"] == [{"APIKeyHeader": []}]
 
 
-def test_recall_promises_the_errors_it_gives(tmp_path):
-    responses = openapi(tmp_path)["paths"]["/v1/recall"]["post"]["responses"]
+def test_every_route_promises_the_errors_it_gives_in_one_shape(tmp_path):
+    document = openapi(tmp_path)
+    paths = document["paths"]
+    for path, statuses in (("/v1/recall", {"400", "401", "413", "415", "422", "503"}),
+                           ("/v1/recall/batch", {"400", "401", "413", "415", "422", "503"}),
+                           ("/v1/events", {"400", "401", "413", "415", "422", "429", "503"})):
+        responses = paths[path]["post"]["responses"]
+        assert statuses <= set(responses), path
+        for status in statuses:  # FastAPI's detail list, for every error
+            schema = responses[status]["content"]["application/json"]["schema"]
+            assert schema["$ref"].rsplit("/", 1)[-1] in ("ErrorBody", "HTTPValidationError"), (path, status)
     # Text that is not JSON gets 422 json_invalid; bytes FastAPI cannot decode get 400 (the fuzzer found both).
-    assert "not JSON" in responses["422"]["description"] and "decoded" in responses["400"]["description"]
-    assert {"200", "400", "401", "413", "422", "503"} <= set(responses)
+    assert "not JSON" in paths["/v1/recall"]["post"]["responses"]["422"]["description"]
+    assert "/metrics" not in paths
+
+
+def test_every_request_model_carries_an_example(tmp_path):
+    document = openapi(tmp_path)
+    schemas = document["components"]["schemas"]
+    for name in ("RecallRequest", "RecallBatchRequest", "RecentEvent"):
+        assert schemas[name].get("examples"), name
+    events_body = document["paths"]["/v1/events"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert events_body["examples"] and events_body["properties"]["events"]["items"]["examples"]
+
+
+def test_the_docs_pages_load_nothing_from_outside(tmp_path):
+    """Swagger UI and ReDoc work on an air-gapped machine: every script, style and icon comes from the app."""
+    import re
+
+    app = create_app(Settings(redis_url=None, data_dir=tmp_path / "var", index_root=tmp_path / "index"))
+    client = TestClient(app)
+    for page in ("/docs", "/redoc"):
+        html = client.get(page).text
+        assets = re.findall(r'(?:src|href)="([^"]+)"', html) + re.findall(r"url: '([^']+)'", html)
+        assert assets and all(asset.startswith("/") for asset in assets), (page, assets)
+        for asset in assets:
+            assert client.get(asset).status_code == 200, asset

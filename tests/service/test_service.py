@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -142,7 +143,7 @@ def test_bad_signature_gets_401_and_bad_payload_422_with_nothing_written(live_se
         assert post_events(client, events, secret="wrong").status_code == 401
         assert post_events(client, events, timestamp=int(time.time()) - 3600).status_code == 401  # a replay
         unsigned = client.post("/v1/events", json={"events": events})
-        assert unsigned.status_code == 401 and "header" in unsigned.json()["detail"]
+        assert unsigned.status_code == 401 and "header" in unsigned.json()["detail"][0]["msg"]
         bad = [*events[:4], {**events[4], "action": "teleport"}]
         response = post_events(client, bad)
         assert response.status_code == 422
@@ -257,7 +258,8 @@ def test_health_readiness_metrics_and_api_key(tmp_path, service_artifacts):
             build_and_publish(service_artifacts, tmp_path / "index")
             ready = wait_until(lambda: (r := client.get("/readyz")).status_code == 200 and r.json())
             assert ready["model_version"] and ready["index_version"] and ready["embedded"]
-            assert client.post("/v1/recall", json={"user_id": 1}).status_code == 401
+            assert client.post("/v1/recall", json={"user_id": 1}, headers={"X-API-Key": "wrong"}).status_code == 401
+            assert httpx.post(f"{service.url}/v1/recall", json={"user_id": 1}).status_code == 401  # no key at all
             assert client.post("/v1/recall", json={"user_id": 1}, headers={"X-API-Key": "k3y"}).status_code == 200
             exposed = client.get("/metrics").text
     finally:
@@ -276,7 +278,7 @@ def test_webhook_without_a_secret_is_disabled(tmp_path, service_artifacts):
             response = post_events(client, [{"user_id": 1, "item_id": 2}], secret=SECRET)
     finally:
         service.stop()
-    assert response.status_code == 503 and "RECALL_WEBHOOK_SECRET" in response.json()["detail"]
+    assert response.status_code == 503 and "RECALL_WEBHOOK_SECRET" in response.json()["detail"][0]["msg"]
 
 
 def test_shared_redis_with_auth_serves_api_and_separate_worker_processes(tmp_path, service_artifacts, small_world):
@@ -331,7 +333,7 @@ def test_backpressure_and_body_limits(tmp_path, service_artifacts, small_world):
             refused = post_events(client, events[:5])
             assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
             huge = post_events(client, events * 40)
-            assert huge.status_code == 413 and "body" in huge.json()["detail"]
+            assert huge.status_code == 413 and "body" in huge.json()["detail"][0]["msg"]
         assert stream_lengths(service) == 30
     finally:
         service.stop()

@@ -25,7 +25,10 @@ scaled_out = pytest.mark.parametrize("live_service", ["embedded", "cluster"], in
 
 class LiveService(ServerThread):
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30)
+        """A client that sends the API key when the service has one (tests of the key itself send their own)."""
+        key = self.settings.api_key
+        headers = {"X-API-Key": key.get_secret_value()} if key is not None else {}
+        return httpx.Client(base_url=self.url, timeout=30, headers=headers)
 
 
 def post_events(client: httpx.Client, events: list[dict], secret: str = SECRET,

@@ -116,3 +116,11 @@ def test_the_items_layout_learns_the_order_of_a_plain_click_sequence(write_csv):
     popular, model = evaluate(split, [PopularModel().fit(split.train), EncoderRecommender(result.model, split.train)],
                               [1])
     assert model.overall["recall@1"] > 0.8 > 0.2 > popular.overall["recall@1"]
+
+
+def test_a_log_with_nothing_to_validate_on_is_one_clear_error(write_csv):
+    from contract.errors import DataError
+
+    log = load_events(write_csv([{"user_id": user, "item_id": "a", "action": "click"} for user in range(5)]))
+    with pytest.raises(DataError, match="nothing to validate on"):
+        validation_split(log, "loo", max_cases=100, seed=0)
