@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 from pathlib import Path
 
 from cli.console import make_console
@@ -13,31 +15,34 @@ GATE_REFUSED = 3
 
 def register(commands: argparse._SubParsersAction) -> None:
     export = commands.add_parser("export", help="export a run to ONNX artifacts (with a parity check)")
-    export.add_argument("--run", required=True, type=Path)
+    export.add_argument("--run", required=True, type=Path, help="a run directory written by recall train")
     export.add_argument("--out", required=True, type=Path, help="artifact directory to write")
     export.set_defaults(handler=run_export)
     build = commands.add_parser("build-index", help="build, check and publish a FAISS index of the item vectors")
-    build.add_argument("--artifacts", required=True, type=Path)
+    build.add_argument("--artifacts", required=True, type=Path, help="a directory written by recall export")
     build.add_argument("--out", required=True, type=Path, help="index root (versions/ and CURRENT)")
     build.add_argument("--type", dest="kind", choices=("auto", "flat", "ivf", "hnsw"), default="auto",
                        help="auto: flat up to 200k items, IVF above")
     build.add_argument("--factory", help='a faiss index_factory string, such as "IVF4096,PQ32" (overrides --type)')
     build.add_argument("--recall-floor", type=float, default=0.95, help="refuse to publish below this recall@k")
-    build.add_argument("--k", type=int, default=100)
+    build.add_argument("--k", type=int, default=100, help="the k the recall floor is measured at")
     build.add_argument("--keep", type=int, default=3, help="versions to keep")
-    build.add_argument("--gpu", choices=("auto", "yes", "no"), default="auto")
+    build.add_argument("--gpu", choices=("auto", "yes", "no"), default="auto",
+                       help="build on a GPU (auto: when visible)")
     build.set_defaults(handler=run_build_index)
     publish = commands.add_parser("publish", help="export a run, build its index, gate it against the live "
                                                   "version and publish it, in one step")
-    publish.add_argument("--run", required=True, type=Path)
+    publish.add_argument("--run", required=True, type=Path, help="a run directory written by recall train")
     publish.add_argument("--index", required=True, type=Path, help="index root")
     publish.add_argument("--gate-events", type=Path, help="recent events (file or Parquet directory) to score the "
                                                           "candidate and the live version on; unset: no gate")
     publish.add_argument("--gate-tolerance", type=float, default=0.02,
                          help="refuse (exit 3) below (1 - tolerance) x the live version's NDCG@10")
-    publish.add_argument("--type", dest="kind", choices=("auto", "flat", "ivf", "hnsw"), default="auto")
+    publish.add_argument("--type", dest="kind", choices=("auto", "flat", "ivf", "hnsw"), default="auto",
+                         help="index kind; auto: flat for small catalogues, IVF beyond")
     publish.add_argument("--factory", help="a faiss index_factory string (overrides --type)")
-    publish.add_argument("--recall-floor", type=float, default=0.95)
+    publish.add_argument("--recall-floor", type=float, default=0.95,
+                         help="the search parameters are tuned to reach this recall of the exact top-k")
     publish.add_argument("--keep", type=int, default=3, help="versions to keep")
     publish.set_defaults(handler=run_publish)
     rollback = commands.add_parser("rollback", help="serve an earlier kept version (the running service swaps)")
@@ -46,6 +51,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     rollback.set_defaults(handler=run_rollback)
     versions = commands.add_parser("versions", help="list the kept versions of an index root")
     versions.add_argument("--index", required=True, type=Path, help="index root")
+    versions.add_argument("--json", action="store_true", help="print JSON instead of a table")
     versions.set_defaults(handler=run_versions)
 
 
@@ -86,9 +92,7 @@ def run_build_index(args: argparse.Namespace) -> int:
             console.print(f"[red]{error}")
             return REFUSED
     manifest = report.manifest
-    console.print(f"published {args.out}/versions/{report.version}: {manifest['factory']} "
-                  f"{manifest['search_params']} on {manifest['built_on']}, {manifest['recall']}, "
-                  f"built in {manifest['build_seconds']} s")
+    console.print(f"published {args.out}/versions/{report.version}: {index_summary(manifest)}")
     return 0
 
 
@@ -136,7 +140,7 @@ def publish_run(run: Path, index: Path, gate_events: Path | None, gate_tolerance
     gated = "" if gate is None else (f"; gate NDCG@10 {gate['candidate']:.4f} against live {gate['live']:.4f}"
                                      if gate["live"] is not None else "; gate passed (no live version)")
     console.print(f"published {index}/versions/{report.version}: model {manifest['model_version']}, "
-                  f"{manifest['factory']}, {manifest['recall']}{gated}")
+                  f"{index_summary(manifest)}{gated}")
     return 0
 
 
@@ -154,6 +158,14 @@ def run_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def index_summary(manifest: dict) -> str:
+    """One line a person reads: the index, its tuned search parameters, where it was built, its recall."""
+    params = " ".join(f"{name}={value}" for name, value in manifest["search_params"].items())
+    recall = ", ".join(f"{name} {value:.3f}" for name, value in manifest["recall"].items())
+    return (f"{manifest['factory']}{f' ({params})' if params else ''} on {manifest['built_on']}, {recall}, "
+            f"built in {manifest['build_seconds']:.1f} s")
+
+
 def run_versions(args: argparse.Namespace) -> int:
     """One row per kept version: what it serves, what it came from, how good its index and gate figures are."""
     from rich.table import Table
@@ -164,6 +176,9 @@ def run_versions(args: argparse.Namespace) -> int:
     summaries = version_summaries(args.index)
     if not summaries:
         raise DataError(str(args.index), "no published versions (run `recall build-index --out` first)")
+    if args.json:
+        print(json.dumps([dataclasses.asdict(summary) for summary in summaries], indent=2))  # noqa: T201
+        return 0
     table = Table("", "version", "model", "parent", "created", "recall", "gate")
     for summary in summaries:
         recall = ", ".join(f"{name} {value:.3f}" for name, value in summary.recall.items())

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from cli.console import make_console
+from contract.errors import DataError
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -13,13 +15,14 @@ def register(commands: argparse._SubParsersAction) -> None:
         dest="data_command", required=True, metavar="DATA_COMMAND")
     synth = data.add_parser("synth", help="write a synthetic e-commerce world (events, items, ground truth)")
     synth.add_argument("--out", required=True, type=Path, help="directory to write into")
-    synth.add_argument("--users", type=int, default=10_000)
-    synth.add_argument("--items", type=int, default=5_000)
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--users", type=int, default=10_000, help="users in the world")
+    synth.add_argument("--items", type=int, default=5_000, help="items in its catalogue")
+    synth.add_argument("--seed", type=int, default=0, help="the same seed writes the same world")
     synth.add_argument("--sessions-per-user", type=float, default=6.0, help="mean sessions per user")
     synth.set_defaults(handler=run_synth)
     stats = data.add_parser("stats", help="statistics of an events file that follows the data contract")
     add_data_arguments(stats)
+    stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
     stats.set_defaults(handler=run_stats)
 
 
@@ -38,7 +41,7 @@ def run_synth(args: argparse.Namespace) -> int:
     from evaluation.synth import SynthConfig, write_world
 
     if args.users < 1 or args.items < 2:
-        raise SystemExit("recall data synth: error: --users must be >= 1 and --items >= 2")
+        raise DataError("--users/--items", "need at least 1 user and 2 items")
     console = make_console()
     config = SynthConfig(n_users=args.users, n_items=args.items, seed=args.seed,
                          mean_sessions=args.sessions_per_user)
@@ -53,8 +56,11 @@ def run_stats(args: argparse.Namespace) -> int:
     from contract.events import load_events
     from contract.stats import dataset_stats, print_stats
 
-    console = make_console()
+    console = make_console(stderr=args.json)
     with console.status(f"loading {args.events}"):
         log = load_events(args.events, args.items, session_gap_s=args.session_gap)
-    print_stats(console, dataset_stats(log), title=f"{args.events}")
+    if args.json:
+        print(json.dumps(dataset_stats(log), indent=2, default=str))  # noqa: T201
+    else:
+        print_stats(console, dataset_stats(log), title=f"{args.events}")
     return 0

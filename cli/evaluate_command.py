@@ -16,7 +16,8 @@ BASELINES = ("popular", "context-popular", "oracle")
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("evaluate", help="Recall/NDCG/HitRate/MRR/coverage of models on a split")
     add_data_arguments(parser)
-    parser.add_argument("--protocol", choices=("loo", "temporal"), default="temporal")
+    parser.add_argument("--protocol", choices=("loo", "temporal"), default="temporal",
+                        help="temporal: predict the next session after a time split; loo: each user's last")
     parser.add_argument("--model", default="popular,context-popular",
                         help=f"comma-separated, from {', '.join(BASELINES)} (oracle needs --world)")
     parser.add_argument("--run", type=Path, help="a trained run (recall train) to evaluate beside the baselines")
@@ -37,9 +38,9 @@ def parse_ks(text: str) -> list[int]:
     try:
         ks = sorted({int(part) for part in text.split(",") if part.strip()})
     except ValueError:
-        raise SystemExit(f"recall evaluate: error: --k must be comma-separated integers, got {text!r}") from None
+        raise DataError("--k", f"must be comma-separated integers, got {text!r}") from None
     if not ks or ks[0] < 1:
-        raise SystemExit("recall evaluate: error: --k needs positive cut-offs")
+        raise DataError("--k", "needs positive cut-offs")
     return ks
 
 
@@ -55,9 +56,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     names = [name.strip() for name in args.model.split(",") if name.strip()]
     unknown = [name for name in names if name not in BASELINES]
     if unknown or not names:
-        raise SystemExit(f"recall evaluate: error: unknown --model {unknown} (choose from {', '.join(BASELINES)})")
+        raise DataError("--model", f"unknown {', '.join(unknown) or '(none)'} (choose from {', '.join(BASELINES)})")
     if "oracle" in names and args.world is None:
-        raise SystemExit("recall evaluate: error: --model oracle needs --world (a synthetic world.npz)")
+        raise DataError("--model", "oracle needs --world (a synthetic world.npz)")
     console = make_console()
     run = load_run(args.run) if args.run else None
     with console.status(f"loading {args.events}"):

@@ -24,7 +24,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     loop.add_argument("--runs", required=True, type=Path, help="directory the rounds' runs are written under")
     loop.add_argument("--every", default="24h", help="time between rounds, such as 24h, 30m (default: %(default)s)")
     loop.add_argument("--once", action="store_true", help="one round, then exit with its code")
-    loop.add_argument("--gate-tolerance", type=float, default=0.02)
+    loop.add_argument("--gate-tolerance", type=float, default=0.02,
+                      help="refuse a candidate whose NDCG@10 is below (1 - this) x the live version's")
     loop.add_argument("--time-budget", type=float, default=30.0, help="minutes of training per round")
     loop.set_defaults(handler=run_loop)
 

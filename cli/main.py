@@ -16,6 +16,7 @@ from cli import (
     service_commands,
     train_command,
 )
+from contract import __version__
 from contract.errors import DataError
 
 COMMAND_MODULES = (data_commands, train_command, recommend_command, evaluate_command, artifact_commands,
@@ -23,9 +24,18 @@ COMMAND_MODULES = (data_commands, train_command, recommend_command, evaluate_com
 USAGE_ERROR = 2
 
 
+class RecallParser(argparse.ArgumentParser):
+    """Every command's help shows each option's default; sub-commands are built with the same class."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="recall", description="Near-line generative candidate generation.")
+    parser = RecallParser(prog="recall", description="Near-line generative candidate generation.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMAND_MODULES:
         module.register(commands)
@@ -41,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except DataError as error:
         print(f"recall: error: {error}", file=sys.stderr)  # noqa: T201
+        return USAGE_ERROR
+    except OSError as error:  # a path that cannot be read or written: the file and the reason, not a traceback
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"recall: error: {where}{error.strerror or error}", file=sys.stderr)  # noqa: T201
         return USAGE_ERROR
     except KeyboardInterrupt:
         return 130

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -14,14 +15,15 @@ from contract.errors import DataError
 
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("recommend", help="top-k candidates per user from a trained run")
-    parser.add_argument("--run", required=True, type=Path)
+    parser.add_argument("--run", required=True, type=Path, help="a run directory written by recall train")
     add_data_arguments(parser)
     parser.add_argument("--users", type=Path, help="CSV with a user_id column (or one id per line); default: all")
-    parser.add_argument("--k", type=int, default=100)
+    parser.add_argument("--k", type=int, default=100, help="candidates per user")
     parser.add_argument("--context", help="the next session's context; default: each user's last context")
     parser.add_argument("--filter-viewed", action=argparse.BooleanOptionalAction, default=True,
                         help="leave out items the user already acted on, as /v1/recall does (default: on)")
-    parser.add_argument("--out", required=True, type=Path, help="CSV: user_id,item_id,rank,score")
+    parser.add_argument("--out", required=True, type=Path,
+                        help="CSV or Parquet: user_id,item_id,rank,score; - writes CSV to stdout")
     parser.set_defaults(handler=run_recommend)
 
 
@@ -31,14 +33,19 @@ def run_recommend(args: argparse.Namespace) -> int:
     from training.pipeline import recommend
 
     if args.k < 1:
-        raise SystemExit("recall recommend: error: --k must be at least 1")
-    console = make_console()
+        raise DataError("--k", "must be at least 1")
+    to_stdout = str(args.out) == "-"
+    console = make_console(stderr=to_stdout)
     users = _requested_users(args.users)
     with console.status(f"recommending from {args.run}"):
         rows = recommend(args.run, args.events, args.items, args.session_gap, users, args.k, args.context,
                          args.filter_viewed)
-    write_table(rows, args.out)
-    console.print(f"wrote {len(rows):,} candidates for {rows['user_id'].nunique():,} users to {args.out}")
+    if to_stdout:
+        rows.to_csv(sys.stdout, index=False)
+    else:
+        write_table(rows, args.out)
+    console.print(f"wrote {len(rows):,} candidates for {rows['user_id'].nunique():,} users to "
+                  f"{'stdout' if to_stdout else args.out}")
     return 0
 
 

@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import threading
 
 from contract.errors import DataError
@@ -20,8 +21,8 @@ logger = logging.getLogger(__name__)
 
 def register(commands: argparse._SubParsersAction) -> None:
     serve = commands.add_parser("serve", help="run the HTTP API (embedded Redis and worker without REDIS_URL)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on")
     serve.add_argument("--workers", type=int, default=1, help="uvicorn processes (needs REDIS_URL)")
     serve.set_defaults(handler=run_serve)
     worker = commands.add_parser("worker", help="run a near-line worker against REDIS_URL")
@@ -59,12 +60,18 @@ def shared_redis_or_error(settings):
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from index_builder.versions import current_version
+
     settings = settings_or_error()
     if settings.embedded and args.workers > 1:
         raise DataError("environment", "--workers > 1 needs a shared Redis: set REDIS_URL", column="REDIS_URL")
     logging.getLogger("service").setLevel(logging.INFO)
     if not settings.embedded:
         shared_redis_or_error(settings).close()  # fail before uvicorn starts, with one line instead of a traceback
+    if current_version(settings.index_root) is None:  # it starts anyway and swaps one in when it is published
+        print(f"recall serve: warning: no index published under {settings.index_root} yet: /v1/recall answers 503 "  # noqa: T201
+              f"until `recall publish --index {settings.index_root}` (or `recall build-index --out`) publishes one",
+              file=sys.stderr, flush=True)
     if args.workers > 1:  # each process writes its metrics here, so /metrics on any of them shows them all
         metrics_dir = settings.data_dir / "prometheus"
         shutil.rmtree(metrics_dir, ignore_errors=True)  # samples of an earlier run's processes are not this one's

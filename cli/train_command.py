@@ -18,14 +18,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--loss", choices=RETRIEVAL_LOSSES, help="retrieval loss (default: chosen for the log)")
     parser.add_argument("--config", type=Path, help="TOML file with [model], [loss] and [train] tables")
     parser.add_argument("--epochs", type=int, help="upper bound; early stopping usually ends sooner")
-    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--batch-size", type=int, help="sequences per step; default: chosen for the log")
     parser.add_argument("--init-from", type=Path, help="warm-start from this run (incremental training)")
     parser.add_argument("--recency-days", type=float, help="train on the last N days of events only")
     parser.add_argument("--protocol", choices=("loo", "temporal"),
                         help="validation holdout for early stopping (default: temporal when there are timestamps)")
     parser.add_argument("--deterministic", action="store_true", help="seeded, reproducible run")
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--seed", type=int, help="seed of the initialisation and the batch order")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="auto: a GPU when one is visible")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--time-budget", type=float, default=30.0,
                         help="minutes of training; the settings are chosen to fit it (default: %(default)s)")

@@ -24,6 +24,10 @@ class Columns:
     items_optional = (category, seller, title)
 
 
+# Other libraries' names for contract columns, read as the contract's when the file lacks the contract's own:
+# RecTools' interactions are user_id, item_id, weight, datetime.
+COLUMN_ALIASES: dict[str, str] = {"datetime": Columns.timestamp}
+
 # Ordered by strength: a session item's label is the strongest action seen on it.
 ACTIONS: tuple[str, ...] = ("show", "click", "cart", "pay")
 ACTION_CODES: dict[str, int] = {name: code for code, name in enumerate(ACTIONS)}

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from contract.columns import ACTION_CODES, DEFAULT_SESSION_GAP_S, Columns
+from contract.columns import ACTION_CODES, COLUMN_ALIASES, DEFAULT_SESSION_GAP_S, Columns
 from contract.errors import DataError
 from contract.table_io import part_of_row, read_table
 from contract.vocab import Vocabularies
@@ -128,10 +128,14 @@ def load_events(
     vocabs = vocabs if vocabs is not None else Vocabularies()
     item_frame = read_table(items_path, Columns.items_required) if items_path is not None else None
     if item_frame is not None:
+        _warn_unknown(item_frame, Columns.items_required + Columns.items_optional, str(items_path))
         _check_unique(item_frame, Columns.item, str(items_path))
         vocabs.items.encode(item_frame[Columns.item], grow=grow_vocabs)
     frame = read_table(events_path, Columns.events_required)
     path = str(events_path)
+    frame = frame.rename(columns={alias: name for alias, name in COLUMN_ALIASES.items()
+                                  if alias in frame and name not in frame})
+    _warn_unknown(frame, Columns.events_required + Columns.events_optional, path)
     try:
         _check_not_null(frame, Columns.events_required, path)
         if Columns.event_id in frame:
@@ -156,6 +160,13 @@ def load_events(
         session=session, context=context[order], scenario=scenario[order], vocabs=vocabs, items=items,
         has_timestamp=has_timestamp, has_session_id=Columns.session in frame, source=path,
     )
+
+
+def _warn_unknown(frame: pd.DataFrame, known: tuple[str, ...], path: str) -> None:
+    """Name the columns the contract does not read, so a misspelt `timestmap` is not silently dropped."""
+    unknown = [str(column) for column in frame.columns if column not in known]
+    if unknown:
+        logger.warning("%s: ignoring column(s) the data contract does not know: %s", path, ", ".join(unknown))
 
 
 def _check_not_null(frame: pd.DataFrame, columns: tuple[str, ...], path: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 from cli.main import main
@@ -23,6 +24,9 @@ def test_versions_lists_every_kept_version_and_marks_the_live_one(tmp_path, tiny
     assert main(["versions", "--index", str(tmp_path / "index")]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if first[:15] in line or second[:15] in line]
     assert len(rows) == 2 and "live" not in rows[0] and "live" in rows[1] and "recall@100" in rows[1]
+    assert main(["versions", "--index", str(tmp_path / "index"), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(entry["version"], entry["live"]) for entry in listed] == [(first, False), (second, True)]
 
 
 def test_rollback_goes_to_the_previous_version_then_to_a_named_one(tmp_path, tiny_artifacts, capsys):

@@ -203,3 +203,14 @@ def test_events_without_a_session_id_beside_ones_with_it_split_at_time_gaps(tmp_
     log = load_events(tmp_path / "archived.parquet")
     sessions = [log.vocabs.items.decode(log.item[log.session == s]).tolist() for s in np.unique(log.session)]
     assert sessions == [[10, 11], [12, 13], [10], [14]]
+
+
+def test_rectools_columns_read_datetime_as_the_timestamp_and_name_the_rest(write_csv, caplog):
+    """RecTools' interactions (user_id, item_id, weight, datetime): the time is kept, the weight named as unread."""
+    path = write_csv([{"user_id": 1, "item_id": "a", "weight": 1.0, "datetime": "2026-01-01 10:00:00"},
+                      {"user_id": 1, "item_id": "b", "weight": 2.0, "datetime": "2026-01-01 12:00:00"}])
+    with caplog.at_level("WARNING", logger="contract.events"):
+        log = load_events(path)
+    assert log.has_timestamp and list(np.diff(log.timestamp)) == [7200]
+    assert len(np.unique(log.session)) == 2  # two hours apart: split at the 30-minute gap
+    assert "weight" in caplog.text and "datetime" not in caplog.text
