@@ -7,7 +7,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from cli.console import make_console
+from cli.console import make_console, step_progress
 
 REFUSED = 1
 GATE_REFUSED = 3
@@ -61,9 +61,9 @@ def run_export(args: argparse.Namespace) -> int:
     from model_export.onnx_export import ParityError
 
     console = make_console()
-    with console.status(f"exporting {args.run}"):
+    with step_progress(console, f"exporting {args.run}") as on_step:
         try:
-            manifest = export_run(args.run, args.out)
+            manifest = export_run(args.run, args.out, on_step)
         except ParityError as error:
             console.print(f"[red]export refused: {error}")
             return REFUSED
@@ -82,10 +82,10 @@ def run_build_index(args: argparse.Namespace) -> int:
         raise DataError(str(args.artifacts), "not an artifact directory (run `recall export` first)")
     console = make_console()
     use_gpu = {"auto": None, "yes": True, "no": False}[args.gpu]
-    with console.status(f"building a {args.factory or args.kind} index"):
+    with step_progress(console, "index") as on_step:
         try:
             report = build_and_publish(args.artifacts, args.out, args.kind, args.recall_floor, args.k, args.keep,
-                                       use_gpu, args.factory)
+                                       use_gpu, args.factory, on_step=on_step)
         except BadFactory as error:
             raise DataError("--factory", str(error)) from None
         except RecallTooLow as error:
@@ -123,11 +123,11 @@ def publish_run(run: Path, index: Path, gate_events: Path | None, gate_tolerance
     with tempfile.TemporaryDirectory(prefix="recall-publish-") as scratch:
         artifacts = Path(scratch) / "artifacts"
         try:
-            with console.status(f"exporting {run}"):
-                export_run(run, artifacts)
-            with console.status("building, checking" + (" and gating" if gate_events else "") + " the index"):
+            with step_progress(console, f"exporting {run}") as on_step:
+                export_run(run, artifacts, on_step)
+            with step_progress(console, "index") as on_step:
                 report = build_and_publish(artifacts, index, kind, recall_floor, keep=keep, factory=factory,
-                                           gate_events=gate_events, gate_tolerance=gate_tolerance)
+                                           gate_events=gate_events, gate_tolerance=gate_tolerance, on_step=on_step)
         except BadFactory as error:
             raise DataError("--factory", str(error)) from None
         except GateRefused as error:

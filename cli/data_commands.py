@@ -42,6 +42,8 @@ def run_synth(args: argparse.Namespace) -> int:
 
     if args.users < 1 or args.items < 2:
         raise DataError("--users/--items", "need at least 1 user and 2 items")
+    if args.out.exists() and not args.out.is_dir():  # before minutes of generating, not after
+        raise DataError(str(args.out), "exists and is not a directory")
     console = make_console()
     config = SynthConfig(n_users=args.users, n_items=args.items, seed=args.seed,
                          mean_sessions=args.sessions_per_user)

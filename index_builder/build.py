@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,7 +41,8 @@ def recall_queries(artifacts: Path, item_vectors: np.ndarray) -> np.ndarray:
 
 def build_and_publish(artifacts: str | Path, root: str | Path, kind: str = "auto", recall_floor: float = 0.95,
                       k: int = 100, keep: int = 3, use_gpu: bool | None = None, factory: str | None = None,
-                      gate_events: Path | None = None, gate_tolerance: float = 0.02) -> BuildReport:
+                      gate_events: Path | None = None, gate_tolerance: float = 0.02,
+                      on_step: Callable[[str], None] = lambda step: None) -> BuildReport:
     """Build over every real item (code 0 is padding), check recall, gate, publish; `RecallTooLow` below the
     floor, `GateRefused` when the candidate scores worse than the live version on `gate_events` (then nothing
     under `root` changes). `factory` (a faiss index_factory string) overrides `kind`."""
@@ -50,6 +52,8 @@ def build_and_publish(artifacts: str | Path, root: str | Path, kind: str = "auto
     id_map = np.arange(1, len(all_vectors), dtype=np.int64)
     vectors = np.ascontiguousarray(all_vectors[1:])
     started = time.perf_counter()
+    on_step(f"building {factory or factory_for(kind, len(vectors))} over {len(vectors):,} items, tuning it to "
+            f"recall@{k} >= {recall_floor}")
     built = build_index(vectors, recall_queries(artifacts, vectors), factory or factory_for(kind, len(vectors)), k,
                         recall_floor, use_gpu)
     measured = next(iter(built.recall.values()))
@@ -58,6 +62,7 @@ def build_and_publish(artifacts: str | Path, root: str | Path, kind: str = "auto
                            f"floor {recall_floor}: not published (try --type flat or hnsw, or another --factory)")
     gate = None
     if gate_events is not None:
+        on_step(f"quality gate on {gate_events}")
         candidate = ServedFiles.of_export(artifacts, built.index, id_map)
         gate = run_gate(candidate, live_files(root), Path(gate_events), gate_tolerance)
     manifest = {
@@ -67,6 +72,7 @@ def build_and_publish(artifacts: str | Path, root: str | Path, kind: str = "auto
         "recall": built.recall, "recall_floor": recall_floor, "faiss_version": faiss.__version__,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"), "model": model_manifest, "gate": gate,
     }
+    on_step(f"publishing under {root}")
     version = publish(root, built.index, id_map, manifest, artifacts, keep)
     return BuildReport(version=version, manifest=manifest)
 

@@ -16,6 +16,7 @@ import hashlib
 import json
 import shutil
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -42,8 +43,9 @@ def feature_schema(run) -> FeatureSchema:
                          session_gap_s=data.get("session_gap_s", 1800), has_timestamp=data.get("has_timestamp", True))
 
 
-def export_run(run_path: str | Path, out: str | Path) -> dict:
-    """Export, check parity, write the manifest; the directory appears only once everything passed."""
+def export_run(run_path: str | Path, out: str | Path, on_step: Callable[[str], None] = lambda step: None) -> dict:
+    """Export, check parity, write the manifest; the directory appears only once everything passed. `on_step` is
+    told each step as it starts (the CLI shows it)."""
     run_path, out = Path(run_path), Path(out)
     run = load_run(run_path)
     if run.sample_inputs is None:
@@ -53,8 +55,11 @@ def export_run(run_path: str | Path, out: str | Path) -> dict:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     model = run.model.eval()
+    on_step("user encoder -> ONNX")
     export_user_encoder(model, run.sample_inputs, tmp / "user_encoder.onnx")
+    on_step("item tower -> ONNX")
     export_item_tower(model, tmp / "item_tower.onnx")
+    on_step("parity check: onnxruntime against torch")
     parity = check_parity(model, tmp / "user_encoder.onnx", tmp / "item_tower.onnx", run.sample_inputs)
     with torch.no_grad():
         np.save(tmp / "item_vectors.npy", model.item_vectors().numpy().astype(np.float32))

@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
+
 from cli.main import main
 from index_builder.build import build_and_publish
 from index_builder.versions import current_version
+
+pytestmark = pytest.mark.integration  # exports two models and builds their indexes
 
 
 def publish_twice(tmp_path, tiny_artifacts):

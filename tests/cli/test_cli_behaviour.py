@@ -72,6 +72,7 @@ def test_bad_values_exit_2_with_one_line(argv, capsys):
     one_line_error(capsys)
 
 
+@pytest.mark.integration  # a trained and exported run
 def test_an_output_path_that_cannot_be_written_is_named(service_artifacts, small_world, capsys):
     directory, _ = small_world
     code = main(["recommend", "--run", str(service_artifacts.parent / "run"), "--events",
@@ -79,6 +80,7 @@ def test_an_output_path_that_cannot_be_written_is_named(service_artifacts, small
     assert code == 2 and "/no/such/directory" in one_line_error(capsys)
 
 
+@pytest.mark.integration  # a trained and exported run
 def test_recommend_out_dash_writes_to_stdout(service_artifacts, small_world, tmp_path, capsys):
     directory, _ = small_world
     users = tmp_path / "users.csv"
@@ -114,3 +116,14 @@ def test_stats_as_a_table_or_json(write_csv, capsys):
     assert main(["data", "stats", "--events", str(events), "--json"]) == 0
     stats = json.loads(capsys.readouterr().out)
     assert stats["events"] == 2 and stats["sessions"] == 1
+
+
+@pytest.mark.integration  # runs the ONNX exporter
+def test_export_and_build_index_show_their_steps_without_exporter_noise(service_artifacts, tmp_path, capfd):
+    assert main(["export", "--run", str(service_artifacts.parent / "run"), "--out", str(tmp_path / "artifacts")]) == 0
+    assert main(["build-index", "--artifacts", str(tmp_path / "artifacts"), "--out", str(tmp_path / "index")]) == 0
+    captured = capfd.readouterr()
+    output = captured.out + captured.err
+    for step in ("user encoder -> ONNX", "item tower -> ONNX", "parity check", "building Flat", "publishing"):
+        assert step in output, step
+    assert "torchvision" not in output and "{'" not in output  # no exporter warnings, no raw dicts

@@ -12,6 +12,8 @@ from cli.main import main
 from index_builder.versions import current_version, kept_versions
 from tests.support.runs import train_tiny_run
 
+pytestmark = pytest.mark.integration  # trains models and exports them through ONNX
+
 
 @pytest.fixture(scope="module")
 def shuffled_run(tmp_path_factory, small_world):

@@ -15,6 +15,8 @@ from model_export.export import export_run
 from service.encoder_runner import OnnxUserEncoder, session_options
 from tests.support.runs import train_tiny_run
 
+pytestmark = pytest.mark.integration  # each test runs the ONNX exporter on a trained model
+
 
 @pytest.mark.parametrize(("encoder", "layout"), [("tbgrecall", "sessions"), ("tbgrecall", "items"),
                                                  ("sasrec", "sessions"), ("bert4rec", "sessions")])
