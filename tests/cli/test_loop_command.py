@@ -28,7 +28,7 @@ def test_a_round_warm_starts_from_the_live_run_and_publishes_through_the_gate(tm
         _write_part(archive / "date=2026-12-03" / f"hour={hour:02d}" / "part-00000001.parquet",
                     rows.to_dict("records"))
     code = main(["loop", "--once", "--archive", str(archive), "--index", str(tmp_path / "index"),
-                 "--runs", str(tmp_path / "runs"), "--time-budget", "0.5", "--gate-tolerance", "0.5"])
+                 "--runs", str(tmp_path / "runs"), "--time-budget", "0.2", "--gate-tolerance", "0.5"])
     assert code == 0, capsys.readouterr().out
     (run,) = (tmp_path / "runs").iterdir()
     assert json.loads((run / "metrics.json").read_text())["parent_run"] == str(service_artifacts.parent / "run")
