@@ -133,6 +133,8 @@ class Readiness(BaseModel):
     index_version: str | None
     embedded: bool
     stream_backlog: int | None = Field(description="events appended but not yet applied by the workers")
+    archive_backlog: int | None = Field(default=None, description="events appended but not yet written to the "
+                                        "archive (RECALL_ARCHIVE_DIR); null without an archive")
     refused_index: str | None = Field(default=None, description="the published index version that was refused "
                                       "(while the live pair keeps serving), and why")
     encoder_provider: str | None = Field(default=None, description="the onnxruntime execution provider that runs "

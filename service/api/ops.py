@@ -24,10 +24,12 @@ def healthz() -> dict:
 
 @router.get("/readyz", responses={503: {"model": Readiness}})
 def readyz(services: ServicesDep, response: Response) -> Readiness:
-    problems, backlog = [], None
+    problems, backlog, archive_backlog = [], None, None
     try:
         redis_ok = bool(services.client.ping())
         backlog = stream_backlog(services.client, services.keys)
+        if services.settings.archive_dir is not None:
+            archive_backlog = stream_backlog(services.client, services.keys, services.keys.archive_group)
     except REDIS_ERRORS as error:
         redis_ok = False
         problems.append(f"redis: {error}")
@@ -38,7 +40,7 @@ def readyz(services: ServicesDep, response: Response) -> Readiness:
     response.status_code = 200 if ready else 503
     return Readiness(ready=ready, redis=redis_ok, model_version=model.model_version if model else None,
                      index_version=model.index_version if model else None, embedded=services.settings.embedded,
-                     stream_backlog=backlog, refused_index=services.holder.refused,
+                     stream_backlog=backlog, archive_backlog=archive_backlog, refused_index=services.holder.refused,
                      encoder_provider=model.encoder.provider if model else None,
                      faiss_device=("gpu" if model.on_gpu else "cpu") if model else None, problems=problems)
 

@@ -53,8 +53,10 @@ def append_events(client: RedisClient, keys: Keys, events: list[dict], dedupe_tt
     return appended
 
 
-def stream_backlog(client: RedisClient, keys: Keys) -> int:
-    """Events appended but not yet acknowledged by the worker group, over all partitions."""
+def stream_backlog(client: RedisClient, keys: Keys, group_name: str | None = None) -> int:
+    """Events appended but not yet acknowledged by a consumer group (the workers' by default), over all
+    partitions."""
+    group_name = group_name or keys.group
     backlog = 0
     for stream in keys.all_streams():
         try:
@@ -62,7 +64,7 @@ def stream_backlog(client: RedisClient, keys: Keys) -> int:
         except redis.ResponseError:  # the stream does not exist yet
             continue
         for group in groups:
-            if _text(group["name"]) == keys.group:
+            if _text(group["name"]) == group_name:
                 backlog += _undelivered(client, stream, group) + int(group.get("pending") or 0)
     return backlog
 

@@ -375,6 +375,7 @@ def test_readiness_names_the_runtime_and_metrics_name_the_live_versions(live_ser
     with live_service.client() as client:
         ready = client.get("/readyz").json()
         assert ready["encoder_provider"] == "CPUExecutionProvider" and ready["faiss_device"] == "cpu"  # no GPU here
+        assert ready["archive_backlog"] is None  # no RECALL_ARCHIVE_DIR
         serving = f'recall_serving_info{{index_version="{ready["index_version"]}",' \
                   f'model_version="{ready["model_version"]}"}} 1.0'
         assert serving in client.get("/metrics").text
