@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -76,11 +78,16 @@ def _first_line(error: Exception) -> str:
 
 
 def write_table(frame: pd.DataFrame, path: str | Path) -> None:
-    """Write a table as Parquet or CSV by its suffix, through a temporary file so a reader never sees half of it."""
+    """Write a table as Parquet or CSV by its suffix, through a temporary file so a reader never sees half of it.
+    The temporary name is the writer's own: two processes writing one path (two benchmarks preparing one cached
+    dataset) each rename a whole file, and the last one wins."""
     path = Path(path)
-    tmp_path = path.with_name(f".{path.name}.tmp")
-    if path.suffix in PARQUET_SUFFIXES:
-        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp_path)
-    else:
-        frame.to_csv(tmp_path, index=False)
-    tmp_path.replace(path)
+    tmp_path = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        if path.suffix in PARQUET_SUFFIXES:
+            pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp_path)
+        else:
+            frame.to_csv(tmp_path, index=False)
+        tmp_path.replace(path)
+    finally:
+        tmp_path.unlink(missing_ok=True)  # after a failed write; after the rename there is nothing left

@@ -214,3 +214,19 @@ def test_rectools_columns_read_datetime_as_the_timestamp_and_name_the_rest(write
     assert log.has_timestamp and list(np.diff(log.timestamp)) == [7200]
     assert len(np.unique(log.session)) == 2  # two hours apart: split at the 30-minute gap
     assert "weight" in caplog.text and "datetime" not in caplog.text
+
+
+def test_concurrent_writers_of_one_table_leave_a_whole_file(tmp_path):
+    """Two benchmarks preparing one cached dataset at once: each renames its own whole file into place."""
+    import threading
+
+    from contract.table_io import read_table, write_table
+
+    target = tmp_path / "items.parquet"
+    frames = [pd.DataFrame({"item_id": range(start, start + 50_000)}) for start in (0, 1)]
+    writers = [threading.Thread(target=write_table, args=(frame, target)) for frame in frames for _ in range(3)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+    assert len(read_table(target, ("item_id",))) == 50_000 and [p.name for p in tmp_path.iterdir()] == [target.name]
