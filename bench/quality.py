@@ -181,7 +181,7 @@ def bench_dataset(name: str, plan: Plan, console) -> list[dict]:
         def config_of(seed: int, variant=variant) -> RunConfig:
             if variant.chosen_for_the_log:
                 chosen, _ = default_config(split.train, DEFAULT_BUDGET_S, pick_device("auto"))
-                return replace(chosen, train=replace(chosen.train, seed=seed))
+                return replace(chosen, train=replace(chosen.train, seed=seed, patience=plan.patience))
             return run_config(variant, plan.epochs or EPOCHS[name], seed, plan.patience)
 
         def train_variant(seed: int, variant=variant) -> list[dict]:
@@ -272,7 +272,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int,
                         help="upper bound; early stopping ends runs sooner (default: per dataset, see EPOCHS)")
     parser.add_argument("--patience", type=int, default=10,
-                        help="validations without improvement before early stopping (>= --epochs: none)")
+                        help="validations without improvement before early stopping (>= --epochs: none); the "
+                             "default row's too (10 is `recall train`'s own)")
     parser.add_argument("--quick", action="store_true", help="synthetic only, SASRec and TBGRecall, 5 epochs")
     parser.add_argument("--variants", help="comma-separated labels to train (default: all; '' for none)")
     parser.add_argument("--rectools", default="sasrec,hstu", help="RecTools models to run ('' for none)")
