@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ import orjson
 import pandas as pd
 
 from service.ingest import signed_headers
+from service.server_thread import free_port
 
 SECRET = "check-secret"
 SMALL_MODEL = """
@@ -57,12 +57,6 @@ def train(work: Path, events: Path, items: Path, out: Path, *extra: str) -> Path
 
 def current(index: Path) -> str:
     return (index / "CURRENT").read_text().strip()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_for(condition, what: str, timeout_s: float = 60.0):

@@ -32,8 +32,7 @@ def search(model: ServingModel, query: np.ndarray, k: int, excluded_codes: np.nd
     excluded_rows = np.unique(excluded_rows[excluded_rows >= 0])
     queries = np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32)
     params = None
-    if allowed is not None:
-        allowed = allowed.copy()
+    if allowed is not None:  # built for this request (recall.allowed_rows), so it is changed in place
         allowed[excluded_rows] = False
         n_allowed = int(allowed.sum())
         if n_allowed <= EXACT_SCORING_ROWS and model.stored_vectors:

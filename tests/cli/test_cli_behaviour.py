@@ -48,15 +48,6 @@ def one_line_error(capsys) -> str:
     return error
 
 
-def test_a_config_value_of_the_wrong_type_is_named(small_world, tmp_path, capsys):
-    directory, _ = small_world
-    config = tmp_path / "bad.toml"
-    config.write_text('[model]\ndim = "abc"\n')
-    code = main(["train", "--events", str(directory / "events.parquet"), "--out", str(tmp_path / "r"),
-                 "--config", str(config)])
-    assert code == 2 and "dim" in one_line_error(capsys) and not (tmp_path / "r").exists()
-
-
 def test_synth_into_an_existing_file_is_named(tmp_path, capsys):
     existing = tmp_path / "taken"
     existing.write_text("keep me")

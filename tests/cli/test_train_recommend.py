@@ -72,13 +72,17 @@ def test_evaluate_a_run_beside_the_baselines(trained_run, small_world, capsys):
     assert set(report["models"]) == {"popular", "context-popular", f"tbgrecall ({trained_run.name})"}
 
 
-def test_bad_config_is_a_clear_error(small_world, tmp_path, capsys):
+@pytest.mark.parametrize(("toml", "named"), [("[model]\nwidth = 3\n", "unknown ModelConfig option(s): width"),
+                                             ('[model]\ndim = "abc"\n', "model.dim must be an integer")])
+def test_bad_config_is_a_clear_error(small_world, tmp_path, capsys, toml, named):
     directory, _ = small_world
     config = tmp_path / "bad.toml"
-    config.write_text("[model]\nwidth = 3\n")
+    config.write_text(toml)
     code = main(["train", "--events", str(directory / "events.parquet"), "--out", str(tmp_path / "r"),
                  "--config", str(config)])
-    assert code == 2 and "unknown ModelConfig option(s): width" in capsys.readouterr().err
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and named in error and "\n" not in error and "Traceback" not in error
+    assert not (tmp_path / "r").exists()
 
 
 def test_warm_start_from_another_encoder_is_a_clear_error(trained_run, small_world, tmp_path, capsys):
