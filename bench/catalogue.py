@@ -48,10 +48,12 @@ def build_catalogue(n_items: int, root: Path = CACHE / "service") -> tuple[Path,
     artifacts, index_root = directory / "artifacts", directory / "index"
     if (index_root / "CURRENT").exists():
         try:
-            verified_manifest(index_root, current_version(index_root))
-            return artifacts, index_root
-        except IndexRejected:  # cached by an older release (a version format it no longer serves): rebuild
-            shutil.rmtree(directory)
+            # Cached by an older release: a version format it no longer serves, or an export without a query step.
+            if verified_manifest(index_root, current_version(index_root))["model"].get("query_step"):
+                return artifacts, index_root
+        except IndexRejected:
+            pass
+        shutil.rmtree(directory)
     rng = np.random.default_rng(0)
     vocabs = Vocabularies()
     vocabs.items.encode(np.arange(1, n_items + 1))

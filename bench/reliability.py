@@ -281,7 +281,7 @@ def mixed_version(root: Path, live: str, other_artifacts: Path, name: str) -> Pa
     """A version under `root` holding another model's index beside the live version's encoder, with checksums
     that match: only the check that index and encoder come from one model can refuse it."""
     from contract.file_io import sha256_file
-    from index_builder.versions import MODEL_FILES
+    from index_builder.versions import INDEX_FILES, version_files
 
     staging = root.parent / f"staging-{name}"
     report = build_and_publish(other_artifacts, staging)
@@ -290,7 +290,7 @@ def mixed_version(root: Path, live: str, other_artifacts: Path, name: str) -> Pa
     shutil.rmtree(staging)
     live_manifest = json.loads((root / "versions" / live / "manifest.json").read_text())
     manifest = json.loads((mixed / "manifest.json").read_text())
-    for file_name in MODEL_FILES:
+    for file_name in version_files(live_manifest["model"])[len(INDEX_FILES):]:
         shutil.copyfile(root / "versions" / live / file_name, mixed / file_name)
         manifest["checksums"][file_name] = sha256_file(mixed / file_name)
     (mixed / "manifest.json").write_text(json.dumps({**manifest, "model": live_manifest["model"]}))

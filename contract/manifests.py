@@ -30,6 +30,10 @@ class FeatureSchema(BaseModel):
     vocab: TokenVocab = TokenVocab()
     with_context_tokens: bool  # TBGRecall's session layout; False: only the acted items
     event_sessions: bool = False  # the items layout: every event is its own session, whatever its session id
+    # The user vector depends on the history alone (items layout, SASRec, BERT4Rec): one precomputed vector
+    # serves every context. False (TBGRecall's session layout, and manifests written before this field) reads the
+    # request's context token.
+    context_free: bool = False
     max_len: int
     max_items_per_session: int
     session_gap_s: int

@@ -4,7 +4,7 @@
       CURRENT                      the name of the live version (replaced by rename: never half-written)
       versions/<version>/          everything the service needs, nothing it must find elsewhere:
         index.faiss, id_map.npy    the index and each row's item code
-        user_encoder.onnx          the model the index's vectors came from,
+        user_encoder.onnx          the model the index's vectors came from (and query_step.onnx, when it has one),
         vocabularies.json          its id <-> code maps
         item_side.npz              and each item's category and seller (filters)
         manifest.json              the index's figures, the export's manifest ("model"), every file's checksum
@@ -30,7 +30,14 @@ from index_builder.faiss_index import apply_params
 
 INDEX_FILES = ("index.faiss", "id_map.npy")
 MODEL_FILES = ("user_encoder.onnx", "vocabularies.json", "item_side.npz")  # copied from the export
+QUERY_STEP_FILE = "query_step.onnx"  # also copied, when the export has one (TBGRecall's session layout)
 VERSION_FILES = INDEX_FILES + MODEL_FILES
+
+
+def version_files(model_manifest: dict) -> tuple[str, ...]:
+    """Every file a version of this model holds and checksums."""
+    has_query_step = isinstance(model_manifest, dict) and model_manifest.get("query_step")
+    return VERSION_FILES + ((QUERY_STEP_FILE,) if has_query_step else ())
 
 
 class IndexRejected(ValueError):
@@ -63,12 +70,13 @@ def publish(root: str | Path, index: faiss.Index, id_map: np.ndarray, manifest: 
     tmp.mkdir()
     faiss.write_index(index, str(tmp / "index.faiss"))
     np.save(tmp / "id_map.npy", id_map.astype(np.int64))
-    for name in MODEL_FILES:
+    files = version_files(manifest["model"])
+    for name in files[len(INDEX_FILES):]:
         shutil.copyfile(artifacts / name, tmp / name)
     full = {**manifest, "index_version": version, "item_count": int(index.ntotal), "dim": int(index.d),
-            "checksums": {name: sha256_file(tmp / name) for name in VERSION_FILES}}
+            "checksums": {name: sha256_file(tmp / name) for name in files}}
     (tmp / "manifest.json").write_text(json.dumps(full, indent=2))
-    for name in (*VERSION_FILES, "manifest.json"):
+    for name in (*files, "manifest.json"):
         _fsync_file(tmp / name)
     os.replace(tmp, versions / version)
     _point_current(root, version)
@@ -194,7 +202,7 @@ def verified_manifest(root: str | Path, version: str) -> dict:
     if not isinstance(manifest, dict) or "model" not in manifest:
         raise IndexRejected(f"{directory}: not a self-contained version (published by an older release, whose "
                             f"model files lived outside it): rebuild it with `recall build-index`")
-    bad = first_mismatch(directory, VERSION_FILES, manifest.get("checksums", {}))
+    bad = first_mismatch(directory, version_files(manifest["model"]), manifest.get("checksums", {}))
     if bad:
         raise IndexRejected(f"{directory}: {bad} is missing or its checksum does not match the manifest")
     model = manifest["model"]

@@ -2,7 +2,8 @@
 
     ARTIFACTS/
       manifest.json          model version (content hash), encoder, dims, vocab sizes, feature schema, checksums
-      user_encoder.onnx      (B, T) token features -> (B, d) unit user vectors
+      user_encoder.onnx      (B, T) token features -> (B, d) unit user vectors (session layout: and prefix states)
+      query_step.onnx        session layout only: a request's context token over a stored prefix state -> vector
       item_tower.onnx        (N,) item codes -> (N, d) unit item vectors
       item_vectors.npy       (n_items, d) float32, row 0 is padding
       item_side.npz          category and seller code of every item (for category filters)
@@ -27,11 +28,13 @@ from contract.errors import DataError
 from contract.file_io import replace_dir, sha256_file
 from contract.manifests import FeatureSchema
 from contract.tokens import TOKEN_FEATURES
-from model_export.onnx_export import OPSET, check_parity, export_item_tower, export_user_encoder
+from model_export.onnx_export import OPSET, check_parity, export_item_tower, export_query_step, export_user_encoder
 from training.config import reads_event_sessions, uses_context_tokens
+from training.query_step import supports_query_step
 from training.run_dir import load_run
 
 CHECKSUMMED = ("user_encoder.onnx", "item_tower.onnx", "item_vectors.npy", "item_side.npz", "vocabularies.json")
+QUERY_STEP_FILE = "query_step.onnx"
 
 
 def feature_schema(run) -> FeatureSchema:
@@ -40,7 +43,8 @@ def feature_schema(run) -> FeatureSchema:
     return FeatureSchema(with_context_tokens=uses_context_tokens(model_config),
                          event_sessions=reads_event_sessions(model_config), max_len=model_config.max_len,
                          max_items_per_session=model_config.max_items_per_session,
-                         session_gap_s=data.get("session_gap_s", 1800), has_timestamp=data.get("has_timestamp", True))
+                         session_gap_s=data.get("session_gap_s", 1800), has_timestamp=data.get("has_timestamp", True),
+                         context_free=not supports_query_step(model_config))
 
 
 def export_run(run_path: str | Path, out: str | Path, on_step: Callable[[str], None] = lambda step: None) -> dict:
@@ -59,8 +63,14 @@ def export_run(run_path: str | Path, out: str | Path, on_step: Callable[[str], N
     export_user_encoder(model, run.sample_inputs, tmp / "user_encoder.onnx")
     on_step("item tower -> ONNX")
     export_item_tower(model, tmp / "item_tower.onnx")
+    files = CHECKSUMMED
+    if supports_query_step(run.config.model):
+        on_step("query step -> ONNX")
+        export_query_step(model, run.sample_inputs, tmp / QUERY_STEP_FILE)
+        files = (*CHECKSUMMED, QUERY_STEP_FILE)
     on_step("parity check: onnxruntime against torch")
-    parity = check_parity(model, tmp / "user_encoder.onnx", tmp / "item_tower.onnx", run.sample_inputs)
+    parity = check_parity(model, tmp / "user_encoder.onnx", tmp / "item_tower.onnx", run.sample_inputs,
+                          tmp / QUERY_STEP_FILE if QUERY_STEP_FILE in files else None)
     with torch.no_grad():
         np.save(tmp / "item_vectors.npy", model.item_vectors().numpy().astype(np.float32))
         sample_vectors = model({name: torch.from_numpy(run.sample_inputs[name]) for name in TOKEN_FEATURES})
@@ -69,13 +79,14 @@ def export_run(run_path: str | Path, out: str | Path, on_step: Callable[[str], N
     np.savez(tmp / "item_side.npz", category=model.item_tower.item_category.numpy(),
              seller=model.item_tower.item_seller.numpy())
     shutil.copy(run_path / "vocabularies.json", tmp / "vocabularies.json")
-    checksums = {name: sha256_file(tmp / name) for name in CHECKSUMMED}
+    checksums = {name: sha256_file(tmp / name) for name in files}
     manifest = {
-        "model_version": hashlib.sha256("".join(checksums[n] for n in CHECKSUMMED).encode()).hexdigest()[:16],
+        "model_version": hashlib.sha256("".join(checksums[n] for n in files).encode()).hexdigest()[:16],
         "encoder": run.config.model.encoder, "dim": run.config.model.dim, "metric": "inner_product",
         "normalized": True, "n_items": int(model.item_tower.n_items), "vocab_sizes": run.vocabs.sizes(),
         "max_len": run.config.model.max_len, "feature_schema": feature_schema(run).model_dump(), "opset": OPSET,
-        "parity_max_abs_diff": parity, "run": str(run_path.resolve()), "parent_run": run.metrics.get("parent_run"),
+        "query_step": QUERY_STEP_FILE in files, "parity_max_abs_diff": parity, "run": str(run_path.resolve()),
+        "parent_run": run.metrics.get("parent_run"),
         "run_metrics": run.metrics.get("validation", {}), "model_config": run.config.to_dict()["model"],
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"), "export_seconds": 0.0,
         "checksums": checksums,

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from contract.prefix_state import PREFIX_OUTPUTS, QUERY_STEP_INPUTS
 from contract.tokens import TOKEN_FEATURES
 
 logger = logging.getLogger(__name__)
@@ -81,6 +82,8 @@ class OnnxUserEncoder:
         self.max_len = int(self.manifest["max_len"])
         self.dim = int(self.manifest["dim"])
         self.buffers = InputBuffers(max_batch, self.max_len + 1)
+        # A session-layout model's graph also gives each history's prefix state (service.query_step reads it).
+        self.has_prefix = [output.name for output in self.session.get_outputs()] == ["user_vector", *PREFIX_OUTPUTS]
         logger.info("user encoder %s on %s, %d threads", self.manifest["model_version"],
                     self.session.get_providers()[0], self.threads)
 
@@ -94,4 +97,21 @@ class OnnxUserEncoder:
         return str(self.manifest["model_version"])
 
     def encode(self, batch: dict[str, np.ndarray]) -> np.ndarray:
-        return self.session.run(None, {name: batch[name] for name in TOKEN_FEATURES})[0]
+        return self.session.run(["user_vector"], {name: batch[name] for name in TOKEN_FEATURES})[0]
+
+    def encode_with_prefix(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """(B, d) user vectors and the PREFIX_OUTPUTS of the same call (only when `has_prefix`)."""
+        vectors, *prefix = self.session.run(["user_vector", *PREFIX_OUTPUTS],
+                                            {name: batch[name] for name in TOKEN_FEATURES})
+        return vectors, dict(zip(PREFIX_OUTPUTS, prefix, strict=True))
+
+
+class OnnxQueryStep:
+    """`query_step.onnx`: QUERY_STEP_INPUTS (a request's context token over stored prefix states) -> (B, d) unit
+    user vectors, on the encoder's execution provider and threads."""
+
+    def __init__(self, onnx_path: str | Path, threads: int, use_gpu: bool | None = None):
+        self.session = ort.InferenceSession(str(onnx_path), session_options(threads), providers=providers(use_gpu))
+
+    def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        return self.session.run(None, {name: inputs[name] for name in QUERY_STEP_INPUTS})[0]

@@ -65,7 +65,7 @@ MAX_LIST = 1000
 MAX_ALLOWED = 100_000
 MAX_RECENT_EVENTS = 200
 
-VectorSource = Literal["precomputed", "online", "cold"]
+VectorSource = Literal["precomputed", "query_step", "online", "cold"]
 Fallback = Literal["cold_user", "reencoded_stale_vector", "redis_unavailable"]
 
 
@@ -113,8 +113,9 @@ class RecallResponse(BaseModel):
     model_version: str
     index_version: str
     user_vector_age_ms: int | None = Field(description="how old the user's stored state is; None for cold users")
-    vector_source: VectorSource = Field(description="precomputed near-line, encoded online from the stored "
-                                        "history (another context), or cold (context only)")
+    vector_source: VectorSource = Field(description="precomputed near-line; query_step: the request's context "
+                                        "token over the user's stored prefix state; online: the stored history "
+                                        "encoded in full (another context, no prefix state); cold: context only")
     fallback: Fallback | None = Field(description="set when the answer is not personalised from a fresh vector "
                                       "of the serving model")
     context_used: str | None = Field(description="the context the model read: the request's, or the user's last "

@@ -1,9 +1,12 @@
 """One /v1/recall answer: the request's context -> a query vector -> filtered top-k from the live pair.
 
 Design (DESIGN.md section 2, option a): the worker precomputes each user's vectors for the last and the default
-context whenever their history changes. A request for one of those reads the vector (one Redis round trip); a
-request for another context encodes online, with the same ONNX graph, from the history stored beside it. Both
-paths use the pair (encoder, index) of one model version; a vector stored by another version is re-encoded.
+context whenever their history changes. A request for one of those reads the vector (one Redis round trip). A
+request for another context is computed from the prefix state the worker stored beside the history (TBGRecall's
+session layout): the query-step graph runs the request's one token against it, a second round trip and well
+under a millisecond. Without a usable prefix state (expired, another model's, or a model without a query step)
+the stored history is encoded in full with the encoder's graph. Every path uses the pair (encoder, index) of one
+model version; a vector or prefix state stored by another version, or for another history, is never used.
 
 A request may carry `recent_events`: they are applied to a copy of the stored history, as the worker would apply
 them, for this request only; the precomputed vectors no longer describe that history, so it is encoded online.
@@ -21,6 +24,7 @@ import numpy as np
 import orjson
 
 from contract.manifests import FeatureSchema
+from contract.prefix_state import PrefixState
 from service import metrics
 from service.history import apply_event, codes_of, last_context, new_history, viewed_items
 from service.ingest import normalise
@@ -28,7 +32,7 @@ from service.models import Event, RecallRequest
 from service.search import search
 from service.serving_model import ServingModel
 from service.store.keys import REDIS_ERRORS, Keys, RedisClient
-from service.store.user_state import UserState, read_states
+from service.store.user_state import UserState, read_prefix_states, read_states
 
 
 @dataclass
@@ -40,6 +44,8 @@ class RecallPlan:
     vector: np.ndarray | None  # the precomputed vector, when there is one for this context
     fallback: str | None
     received_at: float
+    history_as_stored: bool  # False when the request's recent events were applied to it
+    prefix: PrefixState | None = None  # the stored prefix state of this very history, when it must be computed
 
 
 def plan_recalls(model: ServingModel, client: RedisClient, keys: Keys,
@@ -50,23 +56,43 @@ def plan_recalls(model: ServingModel, client: RedisClient, keys: Keys,
         states = read_states(client, keys, [str(request.user_id) for request in requests], model.encoder.dim)
     except REDIS_ERRORS:  # degrade to context-only answers rather than fail the requests
         states, fallback = [UserState(history=new_history(), last_id="") for _ in requests], "redis_unavailable"
-    return [_plan(model, request, state, fallback, now) for request, state in zip(requests, states, strict=True)]
+    plans = [_plan(model, request, state, fallback, now) for request, state in zip(requests, states, strict=True)]
+    if model.query_step is not None and fallback is None:
+        _attach_prefix_states(model, client, keys, plans)
+    return plans
 
 
-def _plan(model: ServingModel, request: RecallRequest, state: UserState, fallback: str | None,
+def _plan(model: ServingModel, request: RecallRequest, stored: UserState, fallback: str | None,
           now: float) -> RecallPlan:
-    if request.recent_events:
-        state = with_recent_events(state, request, model.schema, now)
+    state = with_recent_events(stored, request, model.schema, now) if request.recent_events else stored
     last_ctx, last_scenario = last_context(state.history)
     context = model.known("contexts", request.context if request.context is not None else last_ctx)
     scenario = model.known("scenarios", request.scenario if request.scenario is not None else last_scenario)
-    vector = state.vector_for(context, scenario, model.model_version)
+    vector = state.vector_for(context, scenario, model.model_version, model.schema.context_free)
     if vector is None and not state.history["sessions"]:
         fallback = fallback or "cold_user"
     elif vector is None and state.model_version not in (None, model.model_version):
         fallback = "reencoded_stale_vector"
     return RecallPlan(request=request, state=state, context=context, scenario=scenario, vector=vector,
-                      fallback=fallback, received_at=now)
+                      fallback=fallback, received_at=now, history_as_stored=state is stored)
+
+
+def _attach_prefix_states(model: ServingModel, client: RedisClient, keys: Keys, plans: list[RecallPlan]) -> None:
+    """The stored prefix state of each plan whose vector must be computed, where it describes the history read
+    (same model, same newest stream entry); one more round trip, only for those plans."""
+    wanted = [plan for plan in plans
+              if plan.vector is None and plan.history_as_stored and plan.state.history["sessions"]]
+    if not wanted:
+        return
+    try:
+        raw_states = read_prefix_states(client, keys, [str(plan.request.user_id) for plan in wanted])
+    except REDIS_ERRORS:  # the full encode needs nothing more from Redis
+        return
+    for plan, raw in zip(wanted, raw_states, strict=True):
+        prefix = PrefixState.from_bytes(raw) if raw else None
+        if prefix is not None and prefix.model_version == model.model_version \
+                and prefix.last_id == plan.state.last_id:
+            plan.prefix = prefix
 
 
 def with_recent_events(state: UserState, request: RecallRequest, schema: FeatureSchema, now: float) -> UserState:
@@ -87,8 +113,22 @@ def with_recent_events(state: UserState, request: RecallRequest, schema: Feature
 
 
 def encode_online(model: ServingModel, plans: list[RecallPlan]) -> np.ndarray:
-    """(len(plans), d) query vectors from the stored histories and the requests' contexts, in one encoder call (a
-    few ms: run it off the loop)."""
+    """(len(plans), d) query vectors of the requests' contexts: one query-step call for the plans with a prefix
+    state, one encoder call over the stored histories for the others (a few ms: run those off the loop)."""
+    vectors = np.empty((len(plans), model.encoder.dim), dtype=np.float32)
+    for rows, compute in (([n for n, plan in enumerate(plans) if plan.prefix is not None], _query_step),
+                          ([n for n, plan in enumerate(plans) if plan.prefix is None], _full_encode)):
+        if rows:
+            vectors[rows] = compute(model, [plans[n] for n in rows])
+    return vectors
+
+
+def _query_step(model: ServingModel, plans: list[RecallPlan]) -> np.ndarray:
+    return model.query_vectors([plan.prefix for plan in plans], [plan.context for plan in plans],
+                               [plan.scenario for plan in plans], np.array([int(plan.received_at) for plan in plans]))
+
+
+def _full_encode(model: ServingModel, plans: list[RecallPlan]) -> np.ndarray:
     return model.encode([plan.state.history for plan in plans], [plan.context for plan in plans],
                         [plan.scenario for plan in plans], np.array([int(plan.received_at) for plan in plans]))
 
@@ -111,7 +151,12 @@ def answer(model: ServingModel, plan: RecallPlan, vector: np.ndarray) -> dict:
         metrics.VECTOR_AGE_SECONDS.observe(age_ms / 1000)
     metrics.CANDIDATES_SERVED.inc(len(codes))
     item_ids = model.item_id_of_code[codes].tolist()
-    source = "precomputed" if plan.vector is not None else ("online" if state.history["sessions"] else "cold")
+    if plan.vector is not None:
+        source = "precomputed"
+    elif plan.prefix is not None:
+        source = "query_step"
+    else:
+        source = "online" if state.history["sessions"] else "cold"
     return {"items": [{"item_id": i, "score": s} for i, s in zip(item_ids, scores.tolist(), strict=True)],
             "model_version": model.model_version, "index_version": model.index_version,
             "user_vector_age_ms": age_ms, "vector_source": source, "fallback": plan.fallback,

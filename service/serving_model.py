@@ -17,11 +17,19 @@ import numpy as np
 from pydantic import ValidationError
 
 from contract.manifests import FeatureSchema
+from contract.prefix_state import PrefixState, prefix_states, query_step_inputs
 from contract.vocab import Vocabularies
 from index_builder.faiss_index import gpu_available
-from index_builder.versions import IndexRejected, LoadedIndex, current_version, open_version, verified_manifest
+from index_builder.versions import (
+    QUERY_STEP_FILE,
+    IndexRejected,
+    LoadedIndex,
+    current_version,
+    open_version,
+    verified_manifest,
+)
 from service import metrics
-from service.encoder_runner import OnnxUserEncoder
+from service.encoder_runner import OnnxQueryStep, OnnxUserEncoder
 from service.history import encoder_inputs
 from service.settings import Settings
 
@@ -35,6 +43,8 @@ class ServingModel:
     vocabs: Vocabularies
     schema: FeatureSchema
     index: LoadedIndex | None  # None in a worker: it encodes but never searches
+    # TBGRecall's session layout: a request's context token over the user's stored prefix state (service.recall).
+    query_step: OnnxQueryStep | None = None
     row_of_code: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # item code -> index row, -1
     category_of_row: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     item_id_of_code: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # original ids
@@ -61,6 +71,27 @@ class ServingModel:
                                out=self.encoder.buffers.view if reuse_buffers else None)
         return self.encoder.encode(batch)
 
+    def encode_with_prefix(self, histories: list[dict], contexts: list[str | None], scenarios: list[str | None],
+                           request_time: np.ndarray, first_rows: list[int], last_ids: list[str],
+                           reuse_buffers: bool = False) -> tuple[np.ndarray, list[PrefixState]]:
+        """`encode`, and the prefix state of the histories of `first_rows` (each user's first row), which
+        describe the histories as of stream entries `last_ids`; only when `query_step` is set."""
+        batch = encoder_inputs(histories, contexts, scenarios, request_time, self.vocabs, self.schema,
+                               out=self.encoder.buffers.view if reuse_buffers else None)
+        vectors, outputs = self.encoder.encode_with_prefix(batch)
+        previous_starts = [int(histories[row]["sessions"][-1]["start"]) for row in first_rows]
+        return vectors, prefix_states(batch, outputs, first_rows, previous_starts, self.model_version, last_ids)
+
+    def query_vectors(self, states: list[PrefixState], contexts: list[str | None], scenarios: list[str | None],
+                      request_time: np.ndarray) -> np.ndarray:
+        """(B, d) unit user vectors of requests over stored prefix states: one token per block, no history to
+        build (`contexts` and `scenarios` as `known` gives them)."""
+        context_codes, scenario_codes = self.small_vocab_codes["contexts"], self.small_vocab_codes["scenarios"]
+        inputs = query_step_inputs(states, np.array([context_codes.get(c, 0) for c in contexts], np.int64),
+                                   np.array([scenario_codes.get(s, 0) for s in scenarios], np.int64),
+                                   request_time, self.schema.has_timestamp)
+        return self.query_step.run(inputs)
+
 
 def load_serving_model(settings: Settings, with_index: bool = True) -> ServingModel:
     """The version CURRENT names, read from its own directory only: `IndexRejected` when it is missing, corrupt
@@ -78,9 +109,11 @@ def load_serving_model(settings: Settings, with_index: bool = True) -> ServingMo
     schema = _feature_schema(directory, model_manifest)
     encoder = OnnxUserEncoder(directory / "user_encoder.onnx", model_manifest,
                               threads=settings.encoder_threads or None, use_gpu=settings.use_gpu)
+    query_step = OnnxQueryStep(directory / QUERY_STEP_FILE, encoder.threads, settings.use_gpu) \
+        if model_manifest.get("query_step") and encoder.has_prefix else None
     model = ServingModel(model_version=model_manifest["model_version"], encoder=encoder,
                          vocabs=Vocabularies.load(directory / "vocabularies.json"),
-                         schema=schema, index=index)
+                         schema=schema, index=index, query_step=query_step)
     model.small_vocab_codes = {name: {value: code for code, value in enumerate(getattr(model.vocabs, name).ids)
                                       if code > 0} for name in ("contexts", "scenarios", "categories")}
     if index is not None:

@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     worker_block_ms: int = Field(default=20, ge=0)
     worker_lease_ms: int = Field(default=10_000, gt=0, description="a dead worker's partitions move after this")
     embedded_worker: bool = Field(default=True, description="run the worker inside `recall serve` when embedded")
+    # A prefix state is 4·L·d bytes per history token (about 100 KB at 200 tokens, d=64, 2 blocks): the TTL keeps
+    # it for recently active users only (README, "Settings", sizes it).
+    prefix_ttl_s: int = Field(default=3600, ge=0, description="how long the worker keeps a user's prefix state, "
+                              "which answers requests in a new context in one token; 0 = none kept (such "
+                              "requests encode the whole history)")
     # Compute.
     encoder_threads: int = Field(default=0, ge=0, description="onnxruntime threads; 0 = the container's CPUs")
     search_threads: int = Field(default=1, gt=0, description="FAISS OpenMP threads per search")

@@ -25,6 +25,7 @@ import numpy as np
 import orjson
 from redis.cluster import RedisCluster
 
+from contract.prefix_state import PrefixState
 from service import metrics
 from service.history import apply_event, codes_of, last_context, viewed_items
 from service.serving_model import ModelHolder, ServingModel
@@ -48,10 +49,13 @@ HOUSEKEEPING_S = 5.0
 
 def precomputed_contexts(model: ServingModel, history: dict) -> list[tuple[str | None, str | None]]:
     """The (context, scenario) pairs a user's vectors are precomputed for: the last context and the default,
-    both in the last scenario (what a request without those fields, or with an unknown context, asks for)."""
+    both in the last scenario (what a request without those fields, or with an unknown context, asks for). A
+    context-free model's one vector serves every context."""
     context, scenario = last_context(history)
     context, scenario = model.known("contexts", context), model.known("scenarios", scenario)
-    return [(context, scenario)] if context is None else [(context, scenario), (None, scenario)]
+    if context is None or model.schema.context_free:
+        return [(context, scenario)]
+    return [(context, scenario), (None, scenario)]
 
 
 class NearlineWorker:
@@ -209,7 +213,9 @@ class NearlineWorker:
                 appended_ms.append(stream_id(entry_id)[0])
             newest_ids.append(newest)
             contexts.append(precomputed_contexts(model, state.history))
-        vectors = self.encode(model, [s.history for s in states], contexts, time.time())
+        with_prefix = model.query_step is not None and self.settings.prefix_ttl_s > 0
+        vectors, prefixes = self.encode(model, [s.history for s in states], contexts, time.time(),
+                                        newest_ids if with_prefix else None)
         viewed = [viewed_items(state.history) for state in states]
         viewed_codes = np.split(codes_of(model.vocabs.items, [i for items in viewed for i in items]),
                                 np.cumsum([len(items) for items in viewed])[:-1])
@@ -218,7 +224,9 @@ class NearlineWorker:
             fields.append(state_fields(state.history, newest, model.model_version, user_contexts,
                                        vectors[row:row + len(user_contexts)], codes, encoded_ms))
             row += len(user_contexts)
-        written = write_states(self.client, self.keys, users, [state.last_id for state in states], fields)
+        written = write_states(self.client, self.keys, users, [state.last_id for state in states], fields,
+                               [prefix.to_bytes() if prefix else None for prefix in prefixes],
+                               self.settings.prefix_ttl_s * 1000)
         moved = {user for user, ok in zip(users, written, strict=True) if not ok}
         if moved:  # another worker wrote these users meanwhile: read their messages again from the pending list
             logger.warning("%d users were written by another worker mid-batch; re-reading them", len(moved))
@@ -239,19 +247,33 @@ class NearlineWorker:
             pipe.xack(self.keys.stream(partition), self.keys.group, *ids)
         pipe.execute()
 
-    def encode(self, model: ServingModel, histories: list[dict],
-               contexts: list[list[tuple[str | None, str | None]]], now: float) -> np.ndarray:
-        """Every (user, context) row, in encoder batches of at most the buffers' size."""
-        rows = [(history, pair) for history, pairs in zip(histories, contexts, strict=True) for pair in pairs]
+    def encode(self, model: ServingModel, histories: list[dict], contexts: list[list[tuple[str | None, str | None]]],
+               now: float, last_ids: list[str] | None = None) -> tuple[np.ndarray, list[PrefixState | None]]:
+        """Every (user, context) row, in encoder batches of at most the buffers' size; with `last_ids` (the
+        stream entry each history is as of), each user's prefix state too, from the same encoder call."""
+        rows = [(user, history, pair) for user, (history, pairs) in enumerate(zip(histories, contexts, strict=True))
+                for pair in pairs]
         chunk = 256
-        vectors = []
+        vectors, prefixes = [], [None] * len(histories)
         for start in range(0, len(rows), chunk):
             part = rows[start:start + chunk]
             metrics.ENCODER_BATCH.observe(len(part))
-            vectors.append(model.encode([history for history, _ in part], [pair[0] for _, pair in part],
-                                        [pair[1] for _, pair in part], np.full(len(part), int(now), dtype=np.int64),
-                                        reuse_buffers=True))
-        return np.concatenate(vectors) if vectors else np.zeros((0, model.encoder.dim), np.float32)
+            args = ([history for _, history, _ in part], [pair[0] for _, _, pair in part],
+                    [pair[1] for _, _, pair in part], np.full(len(part), int(now), dtype=np.int64))
+            if last_ids is None:
+                vectors.append(model.encode(*args, reuse_buffers=True))
+                continue
+            first_rows = [row for row, (user, _, _) in enumerate(part) if row == 0 or part[row - 1][0] != user]
+            first_rows = [row for row in first_rows if prefixes[part[row][0]] is None]
+            encoded, states = model.encode_with_prefix(*args, first_rows=first_rows,
+                                                       last_ids=[last_ids[part[row][0]] for row in first_rows],
+                                                       reuse_buffers=True)
+            vectors.append(encoded)
+            for row, state in zip(first_rows, states, strict=True):
+                prefixes[part[row][0]] = state
+        if not vectors:
+            return np.zeros((0, model.encoder.dim), np.float32), prefixes
+        return np.concatenate(vectors), prefixes
 
     # -- housekeeping -------------------------------------------------------------------------------------------
     def housekeeping(self) -> None:

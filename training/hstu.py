@@ -76,9 +76,10 @@ class HSTUBlock(nn.Module):
         self.output = nn.Linear(dim, dim)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, is_context: torch.Tensor,
-                rope: tuple[torch.Tensor, torch.Tensor] | None, buckets: torch.Tensor) -> torch.Tensor:
-        batch, length, dim = x.shape
+    def project(self, x: torch.Tensor, is_context: torch.Tensor,
+                rope: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, ...]:
+        """u (B, T, d) and q, k, v (B, H, T, Dh), q and k rotated by session-wise RoPE."""
+        batch, length, _ = x.shape
         h = self.input_norm(x)
         projected = self.uvqk(h)
         if self.uvqk_context is not None:
@@ -87,13 +88,31 @@ class HSTUBlock(nn.Module):
         q, k, v = (t.view(batch, length, self.n_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        return u, q, k, v
+
+    def attend(self, x: torch.Tensor, u: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               bias: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x (B, Tq, d) plus the block's output for queries q (B, H, Tq, Dh) over keys and values (B, H, Tk, Dh);
+        bias (B, H, Tq, Tk), mask (B, 1, Tq, Tk). The query step calls it with Tq = 1."""
+        batch, length, dim = x.shape
         # Scale q, not the (B, H, T, T) scores: every full-size elementwise op costs as much as the matmul here.
-        scores = (q * self.head_dim**-0.5) @ k.transpose(-1, -2)  # (B, H, T, T)
-        # Indexing the (H, buckets) table by (B, T, T) buckets gives (H, B, T, T); its backward is several times
-        # faster than nn.Embedding's over millions of indices.
-        scores = scores + self.distance_bias.weight.t()[:, buckets].transpose(0, 1)
+        scores = (q * self.head_dim**-0.5) @ k.transpose(-1, -2) + bias  # (B, H, Tq, Tk)
         # No softmax: SiLU weights divided by the maximum length, a constant, so serving matches training.
-        attention = F.silu(scores) * (mask[:, None] * (1.0 / self.max_len))
+        attention = F.silu(scores) * (mask * (1.0 / self.max_len))
         y = (attention @ v).transpose(1, 2).reshape(batch, length, dim)
         y = self.attention_norm(y) * u
         return x + self.dropout(self.output(y))
+
+    def bias_of(self, buckets: torch.Tensor) -> torch.Tensor:
+        """(B, Tq, Tk) distance buckets -> (B, H, Tq, Tk) attention bias. Indexing the (H, buckets) table gives
+        (H, B, Tq, Tk); its backward is several times faster than nn.Embedding's over millions of indices."""
+        return self.distance_bias.weight.t()[:, buckets].transpose(0, 1)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, is_context: torch.Tensor,
+                rope: tuple[torch.Tensor, torch.Tensor] | None, buckets: torch.Tensor,
+                keys_values: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
+        """`keys_values`, when given, receives this block's (k, v): the prefix state of the query step."""
+        u, q, k, v = self.project(x, is_context, rope)
+        if keys_values is not None:
+            keys_values.append((k, v))
+        return self.attend(x, u, q, k, v, self.bias_of(buckets), mask[:, None])

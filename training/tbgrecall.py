@@ -73,41 +73,61 @@ class TBGRecallEncoder(nn.Module):
                           self.hour_embedding, self.weekday_embedding, self.gap_embedding):
             nn.init.normal_(embedding.weight, std=0.05)
 
-    def embed(self, f: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(B, T) features -> (B, T, d) token inputs; padding rows are zero."""
+    def embed(self, f: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, T) features -> (B, T, d) token inputs (padding rows are zero), and (B, T, d) the previous session's
+        mean item input at each context token (None when the model does not use it)."""
         token_type = f["token_type"]
-        shared = (self.scenario_embedding(f["scenario"]) + self.hour_embedding(f["hour"])
-                  + self.weekday_embedding(f["weekday"]) + self.gap_embedding(f["gap"]))
-        context = shared + (self.context_embedding(f["context"]) if self.config.use_context else 0.0)
+        shared = self.shared_embedding(f)
         item = shared + self.item_tower(f["item"]) * self.item_scale + self.action_embedding(f["action"])
+        previous = previous_session_mean(item, token_type, f["session_pos"]) if self.config.previous_session \
+            else None
         is_context = (token_type == CONTEXT_TOKEN)[..., None]
-        if self.config.previous_session:
-            context = context + previous_session_mean(item, token_type, f["session_pos"])
-        x = torch.where(is_context, self.context_tower(context), self.item_input_tower(item))
+        x = torch.where(is_context, self.context_input(f, shared, previous), self.item_input_tower(item))
         if self.position_embedding is not None:
             x = x + self.position_embedding(f["session_pos"].clamp(max=self.config.max_len))
-        return self.input_dropout(x) * (token_type != 0)[..., None].float()
+        return self.input_dropout(x) * (token_type != 0)[..., None].float(), previous
 
-    def encode(self, f: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(B, T, d) final hidden states."""
+    def shared_embedding(self, f: dict[str, torch.Tensor]) -> torch.Tensor:
+        """What context and item tokens both carry: scenario and time, of any shape of features."""
+        return (self.scenario_embedding(f["scenario"]) + self.hour_embedding(f["hour"])
+                + self.weekday_embedding(f["weekday"]) + self.gap_embedding(f["gap"]))
+
+    def context_input(self, f: dict[str, torch.Tensor], shared: torch.Tensor,
+                      previous: torch.Tensor | None) -> torch.Tensor:
+        context = shared + (self.context_embedding(f["context"]) if self.config.use_context else 0.0)
+        return self.context_tower(context + previous if previous is not None else context)
+
+    def encode(self, f: dict[str, torch.Tensor], record: dict | None = None) -> torch.Tensor:
+        """(B, T, d) final hidden states. `record`, when given, receives what the query step reads of a history
+        (training/query_step.py): "previous" (B, T, d) or None, "buckets" (B, T, T), "keys_values" per block."""
         token_type = f["token_type"]
         if self.config.attention_mask == "session":
             mask = session_mask(token_type, f["session_pos"])
         else:
             mask = causal_mask(token_type)
-        rope = rope_angles(f["session_pos"], self.config.dim // self.config.n_heads) \
-            if self.position_embedding is None else None
-        x = self.embed(f)
-        is_context = token_type == CONTEXT_TOKEN
-        buckets = distance_buckets(f["session_pos"])
+        x, previous = self.embed(f)
+        is_context, rope, buckets = token_type == CONTEXT_TOKEN, self.rope(f["session_pos"]), distance_buckets(
+            f["session_pos"])
+        keys_values = None
+        if record is not None:
+            keys_values = record["keys_values"] = []
+            record["previous"], record["buckets"] = previous, buckets
         for block in self.blocks:
-            x = block(x, mask, is_context, rope, buckets)
+            x = block(x, mask, is_context, rope, buckets, keys_values)
         return self.final_norm(x)
+
+    def rope(self, session_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if self.position_embedding is not None:
+            return None
+        return rope_angles(session_pos, self.config.dim // self.config.n_heads)
 
     def forward(self, f: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, d) unit user vectors read at the query (next) context token, the last one; in the items layout at
         the last item before it (no item sees the query token, so the request's token changes nothing there)."""
         hidden = self.encode(f)[:, -2 if self.config.layout == "items" else -1]
+        return self.user_vector(hidden)
+
+    def user_vector(self, hidden: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.session_heads[0](hidden), dim=-1)
 
     def training_pairs(self, f: dict[str, torch.Tensor], future_weight: float) -> Pairs:

@@ -22,10 +22,16 @@ ModelDep = Annotated[ServingModel, Depends(serving_model)]
 
 @router.post("/v1/recall", response_model=RecallResponse)
 async def recall_candidates(request: RecallRequest, services: ServicesDep, model: ModelDep) -> Response:
-    """Top-k candidates for the user in the request's context. The fast steps (a Redis read of well under a
-    millisecond, the FAISS search) run on the event loop: a thread-pool hop would cost more than they do."""
+    """Top-k candidates for the user in the request's context. The fast steps (Redis reads of well under a
+    millisecond, a query step over a stored prefix state, the FAISS search) run on the event loop: a thread-pool
+    hop would cost more than they do. Only a full encode of the history goes to the pool."""
     [plan] = plan_recalls(model, services.client, services.keys, [request])
-    vector = plan.vector if plan.vector is not None else (await run_in_threadpool(encode_online, model, [plan]))[0]
+    if plan.vector is not None:
+        vector = plan.vector
+    elif plan.prefix is not None:
+        vector = encode_online(model, [plan])[0]
+    else:
+        vector = (await run_in_threadpool(encode_online, model, [plan]))[0]
     return Response(orjson.dumps(answer(model, plan, vector)), media_type="application/json")
 
 

@@ -39,6 +39,10 @@ class Keys:
     def user(self, user_id: str) -> str:
         return f"{self.prefix}:{{u:{user_id}}}:state"
 
+    def prefix_state(self, user_id: str) -> str:
+        """Beside the user's state, in its slot: a key of its own because it expires (RECALL_PREFIX_TTL_S)."""
+        return f"{self.prefix}:{{u:{user_id}}}:prefix"
+
     @property
     def group(self) -> str:
         return "nearline-workers"

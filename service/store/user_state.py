@@ -8,9 +8,11 @@
       vectors          float32 bytes, one row per context
       viewed           int32 bytes: the model's codes of the history's items (for filter_viewed)
       updated_ms       when the vectors were written
+    <prefix>:{u:<user>}:prefix   the history's prefix state (contract.prefix_state), expiring after
+                                 RECALL_PREFIX_TTL_S; only for models with a query step
 
-The worker writes the whole state in one compare-and-set on `last_id`, so a stalled worker that lost its
-partition cannot overwrite what the new owner applied.
+The worker writes the whole state, prefix state included, in one compare-and-set on `last_id`, so a stalled
+worker that lost its partition cannot overwrite what the new owner applied.
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ import orjson
 from service.history import load_history
 from service.store.keys import Keys, RedisClient
 
+# KEYS: state, prefix state. ARGV: expected last_id, prefix state ('' = none: delete any), its TTL ms, fields.
 WRITE_IF_UNCHANGED = """
 local current = redis.call('HGET', KEYS[1], 'last_id') or ''
 if current ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+if ARGV[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3]) else redis.call('DEL', KEYS[2]) end
 return 1
 """
 
@@ -41,10 +45,14 @@ class UserState:
     viewed_codes: np.ndarray | None = None  # (n_viewed,) item codes under `model_version`
     updated_ms: int | None = None
 
-    def vector_for(self, context: str | None, scenario: str | None, model_version: str) -> np.ndarray | None:
-        """The precomputed vector of this context and scenario, if `model_version` made it."""
+    def vector_for(self, context: str | None, scenario: str | None, model_version: str,
+                   context_free: bool = False) -> np.ndarray | None:
+        """The precomputed vector of this context and scenario, if `model_version` made it; of a `context_free`
+        model, the one it stored, whatever the context."""
         if self.vectors is None or self.model_version != model_version or self.contexts is None:
             return None
+        if context_free:
+            return self.vectors[0] if len(self.vectors) else None
         key = context_key(context, scenario)
         return self.vectors[self.contexts.index(key)] if key in self.contexts else None
 
@@ -97,14 +105,25 @@ def _vector_rows(raw: bytes | None, dim: int) -> np.ndarray | None:
 
 
 def write_states(client: RedisClient, keys: Keys, user_ids: list[str], expected_last_ids: list[str],
-                 fields: list[dict]) -> list[bool]:
-    """Write each user's fields unless their `last_id` moved since it was read; True where written."""
+                 fields: list[dict], prefixes: list[bytes | None] | None = None, prefix_ttl_ms: int = 0) -> list[bool]:
+    """Write each user's fields, and its prefix state (or none), unless their `last_id` moved since it was read;
+    True where written."""
     pipe = client.pipeline(transaction=False)
-    for user_id, expected, values in zip(user_ids, expected_last_ids, fields, strict=True):
+    for n, (user_id, expected, values) in enumerate(zip(user_ids, expected_last_ids, fields, strict=True)):
         flat = [part for name, value in values.items() for part in (name, value)]
+        prefix = (prefixes[n] if prefixes is not None else None) or b""
         # Plain EVAL: a Redis Cluster pipeline refuses EVALSHA and has no eval method; Redis caches the script.
-        pipe.execute_command("EVAL", WRITE_IF_UNCHANGED, 1, keys.user(user_id), expected, *flat)
+        pipe.execute_command("EVAL", WRITE_IF_UNCHANGED, 2, keys.user(user_id), keys.prefix_state(user_id),
+                             expected, prefix, max(prefix_ttl_ms, 1), *flat)
     return [bool(result) for result in pipe.execute()]
+
+
+def read_prefix_states(client: RedisClient, keys: Keys, user_ids: list[str]) -> list[bytes | None]:
+    """The stored prefix states of `user_ids`, raw (None where there is none), in one round trip."""
+    pipe = client.pipeline(transaction=False)
+    for user_id in user_ids:
+        pipe.get(keys.prefix_state(user_id))
+    return pipe.execute()
 
 
 def state_fields(history: dict, last_id: str, model_version: str, contexts: list[tuple[str | None, str | None]],

@@ -25,6 +25,11 @@ def test_export_matches_torch_for_every_encoder(encoder, layout, tiny_world, tmp
     manifest = export_run(run, tmp_path / "artifacts")
     assert manifest["encoder"] == encoder
     assert manifest["parity_max_abs_diff"] <= 1e-4
+    # Only the session layout reads the request's context token, so only it gets a query step; the others' one
+    # precomputed vector serves every context.
+    session_layout = (encoder, layout) == ("tbgrecall", "sessions")
+    assert manifest["query_step"] == session_layout == (tmp_path / "artifacts" / "query_step.onnx").exists()
+    assert manifest["feature_schema"]["context_free"] == (not session_layout)
     # The runner the worker uses reproduces torch's vectors on the run's real histories, at any batch size.
     sample = dict(np.load(tmp_path / "artifacts" / "sample_inputs.npz"))
     expected = np.load(tmp_path / "artifacts" / "sample_user_vectors.npy")
@@ -58,9 +63,11 @@ def test_model_version_is_a_content_hash(tiny_artifacts, tmp_path):
     assert again["model_version"] == json.loads((artifacts / "manifest.json").read_text())["model_version"]
 
 
-def test_failed_parity_check_writes_nothing(tiny_world, tmp_path, monkeypatch):
+@pytest.mark.parametrize(("setting", "value", "message"), [("PARITY_TOLERANCE", -1.0, "differs from torch"),
+                                                           ("QUERY_STEP_MIN_COSINE", 1.01, "query step")])
+def test_failed_parity_check_writes_nothing(setting, value, message, tiny_world, tmp_path, monkeypatch):
     run = train_tiny_run(tiny_world, tmp_path / "run", epochs=0)
-    monkeypatch.setattr(onnx_export, "PARITY_TOLERANCE", -1.0)
-    with pytest.raises(onnx_export.ParityError, match="differs from torch"):
+    monkeypatch.setattr(onnx_export, setting, value)
+    with pytest.raises(onnx_export.ParityError, match=message):
         export_run(run, tmp_path / "artifacts")
     assert not (tmp_path / "artifacts").exists()
