@@ -32,7 +32,7 @@ from service.models import Event, RecallRequest
 from service.search import search
 from service.serving_model import ServingModel
 from service.store.keys import REDIS_ERRORS, Keys, RedisClient
-from service.store.user_state import UserState, read_prefix_states, read_states
+from service.store.user_state import UserState, read_states
 
 
 @dataclass
@@ -52,13 +52,18 @@ def plan_recalls(model: ServingModel, client: RedisClient, keys: Keys,
                  requests: list[RecallRequest]) -> list[RecallPlan]:
     """Read the users' states (one round trip for them all) and pick each precomputed vector that fits."""
     now, fallback = time.time(), None
+    # Only a request that names a context or a scenario can miss the precomputed vectors (the others ask for the
+    # user's last context), so only theirs need the prefix state: it is read in the same round trip, which costs
+    # less than a second one even when the named context turns out to be the last.
+    with_prefix = [model.query_step is not None and not request.recent_events
+                   and (request.context is not None or request.scenario is not None) for request in requests]
     try:
-        states = read_states(client, keys, [str(request.user_id) for request in requests], model.encoder.dim)
+        states = read_states(client, keys, [str(request.user_id) for request in requests], model.encoder.dim,
+                             with_prefix)
     except REDIS_ERRORS:  # degrade to context-only answers rather than fail the requests
         states, fallback = [UserState(history=new_history(), last_id="") for _ in requests], "redis_unavailable"
     plans = [_plan(model, request, state, fallback, now) for request, state in zip(requests, states, strict=True)]
-    if model.query_step is not None and fallback is None:
-        _attach_prefix_states(model, client, keys, plans)
+    _attach_prefix_states(model, plans)
     return plans
 
 
@@ -77,19 +82,14 @@ def _plan(model: ServingModel, request: RecallRequest, stored: UserState, fallba
                       fallback=fallback, received_at=now, history_as_stored=state is stored)
 
 
-def _attach_prefix_states(model: ServingModel, client: RedisClient, keys: Keys, plans: list[RecallPlan]) -> None:
-    """The stored prefix state of each plan whose vector must be computed, where it describes the history read
-    (same model, same newest stream entry); one more round trip, only for those plans."""
-    wanted = [plan for plan in plans
-              if plan.vector is None and plan.history_as_stored and plan.state.history["sessions"]]
-    if not wanted:
-        return
-    try:
-        raw_states = read_prefix_states(client, keys, [str(plan.request.user_id) for plan in wanted])
-    except REDIS_ERRORS:  # the full encode needs nothing more from Redis
-        return
-    for plan, raw in zip(wanted, raw_states, strict=True):
-        prefix = PrefixState.from_bytes(raw) if raw else None
+def _attach_prefix_states(model: ServingModel, plans: list[RecallPlan]) -> None:
+    """The prefix state read with each state, where the plan's vector must be computed and the prefix state
+    describes the history read (same model, same newest stream entry)."""
+    for plan in plans:
+        raw = plan.state.raw_prefix
+        if plan.vector is not None or not plan.history_as_stored or not raw:
+            continue
+        prefix = PrefixState.from_bytes(raw)
         if prefix is not None and prefix.model_version == model.model_version \
                 and prefix.last_id == plan.state.last_id:
             plan.prefix = prefix

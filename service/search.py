@@ -29,7 +29,8 @@ def search(model: ServingModel, query: np.ndarray, k: int, excluded_codes: np.nd
     index = model.index
     n_rows = len(index.id_map)
     excluded_rows = model.row_of_code[excluded_codes[(excluded_codes > 0) & (excluded_codes < len(model.row_of_code))]]
-    excluded_rows = np.unique(excluded_rows[excluded_rows >= 0])
+    # Sorted, for a binary-search membership test below: np.unique and np.isin cost about 100 us a request here.
+    excluded_rows = np.sort(excluded_rows[excluded_rows >= 0])
     queries = np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32)
     params = None
     if allowed is not None:  # built for this request (recall.allowed_rows), so it is changed in place
@@ -57,7 +58,8 @@ def search(model: ServingModel, query: np.ndarray, k: int, excluded_codes: np.nd
     if allowed is not None:
         keep &= allowed[np.maximum(rows, 0)]
     elif len(excluded_rows):
-        keep &= ~np.isin(rows, excluded_rows)
+        found = excluded_rows[np.minimum(np.searchsorted(excluded_rows, rows), len(excluded_rows) - 1)]
+        keep &= found != rows
     rows, scores = rows[keep][:k], scores[keep][:k]
     return index.id_map[rows], scores
 

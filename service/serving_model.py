@@ -109,7 +109,7 @@ def load_serving_model(settings: Settings, with_index: bool = True) -> ServingMo
     schema = _feature_schema(directory, model_manifest)
     encoder = OnnxUserEncoder(directory / "user_encoder.onnx", model_manifest,
                               threads=settings.encoder_threads or None, use_gpu=settings.use_gpu)
-    query_step = OnnxQueryStep(directory / QUERY_STEP_FILE, encoder.threads, settings.use_gpu) \
+    query_step = OnnxQueryStep(directory / QUERY_STEP_FILE, settings.use_gpu) \
         if model_manifest.get("query_step") and encoder.has_prefix else None
     model = ServingModel(model_version=model_manifest["model_version"], encoder=encoder,
                          vocabs=Vocabularies.load(directory / "vocabularies.json"),

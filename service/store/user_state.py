@@ -44,6 +44,7 @@ class UserState:
     vectors: np.ndarray | None = None  # (n_contexts, d)
     viewed_codes: np.ndarray | None = None  # (n_viewed,) item codes under `model_version`
     updated_ms: int | None = None
+    raw_prefix: bytes | None = None  # the stored prefix state, when it was read with the state
 
     def vector_for(self, context: str | None, scenario: str | None, model_version: str,
                    context_free: bool = False) -> np.ndarray | None:
@@ -77,12 +78,23 @@ def read_state(client: RedisClient, keys: Keys, user_id: str, dim: int) -> UserS
     return _state(client.hmget(keys.user(user_id), STATE_FIELDS), dim)
 
 
-def read_states(client: RedisClient, keys: Keys, user_ids: list[str], dim: int) -> list[UserState]:
-    """Each user's whole state in one round trip (a batch of recall requests)."""
+def read_states(client: RedisClient, keys: Keys, user_ids: list[str], dim: int,
+                with_prefix: list[bool] | None = None) -> list[UserState]:
+    """Each user's whole state in one round trip (a batch of recall requests), with the raw prefix state of the
+    users `with_prefix` marks."""
+    with_prefix = with_prefix or [False] * len(user_ids)
     pipe = client.pipeline(transaction=False)
-    for user_id in user_ids:
+    for user_id, prefix in zip(user_ids, with_prefix, strict=True):
         pipe.hmget(keys.user(user_id), STATE_FIELDS)
-    return [_state(fields, dim) for fields in pipe.execute()]
+        if prefix:
+            pipe.get(keys.prefix_state(user_id))
+    replies, states = iter(pipe.execute()), []
+    for prefix in with_prefix:
+        state = _state(next(replies), dim)
+        if prefix:
+            state.raw_prefix = next(replies)
+        states.append(state)
+    return states
 
 
 def _state(fields: list[bytes | None], dim: int) -> UserState:
@@ -116,14 +128,6 @@ def write_states(client: RedisClient, keys: Keys, user_ids: list[str], expected_
         pipe.execute_command("EVAL", WRITE_IF_UNCHANGED, 2, keys.user(user_id), keys.prefix_state(user_id),
                              expected, prefix, max(prefix_ttl_ms, 1), *flat)
     return [bool(result) for result in pipe.execute()]
-
-
-def read_prefix_states(client: RedisClient, keys: Keys, user_ids: list[str]) -> list[bytes | None]:
-    """The stored prefix states of `user_ids`, raw (None where there is none), in one round trip."""
-    pipe = client.pipeline(transaction=False)
-    for user_id in user_ids:
-        pipe.get(keys.prefix_state(user_id))
-    return pipe.execute()
 
 
 def state_fields(history: dict, last_id: str, model_version: str, contexts: list[tuple[str | None, str | None]],

@@ -33,10 +33,14 @@ def test_a_new_context_is_one_query_step_and_gives_the_full_encoders_answer(live
         model = services.holder.current
         assert model.query_step is not None
         served = recall(client, user_id=7, context=other_contexts(model, user_events(small_world, 7), 1)[0], k=20)
+        last_scenario = user_events(small_world, 7)[-1]["scenario"]
+        scenario = next(s for s in sorted(model.small_vocab_codes["scenarios"]) if s != last_scenario)
+        scenario_only = recall(client, user_id=7, scenario=scenario, k=20)  # the last context, another scenario
         requests = [RecallRequest(user_id=user, context=context, scenario=scenario, k=50, filter_viewed=False)
                     for user in users for context in other_contexts(model, user_events(small_world, user), 3)
                     for scenario in (None, "search")]
-    assert served["vector_source"] == "query_step" and served["fallback"] is None
+    assert served["vector_source"] == scenario_only["vector_source"] == "query_step"
+    assert served["fallback"] is None
     plans = plan_recalls(model, services.client, services.keys, requests)
     assert all(plan.vector is None and plan.prefix is not None for plan in plans)
     stepped = encode_online(model, plans)  # one query-step call for all of them
