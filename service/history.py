@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import orjson
 
+from contract.columns import CLICK
 from contract.manifests import FeatureSchema
 from contract.tokens import build_session_table, build_tokens, collate, history_windows, query_tokens
 from contract.vocab import Vocabularies
@@ -63,6 +64,8 @@ def apply_event(history: dict, event: dict, schema: FeatureSchema) -> None:
             weakest = min(range(len(items)), key=lambda i: items[i][1])
             items.pop(weakest)
     _truncate(history, schema)
+    if event["action"] < CLICK:  # an item only shown to the user may still be recommended, as offline
+        return
     viewed = history.setdefault("viewed", [])
     if event["item_id"] in viewed:
         viewed.remove(event["item_id"])
@@ -83,7 +86,8 @@ def _truncate(history: dict, schema: FeatureSchema) -> None:
 
 
 def viewed_items(history: dict) -> list[str]:
-    """The user's distinct recent items, oldest first (more than the sessions the encoder reads)."""
+    """The user's distinct recent items acted on (clicked, carted or paid; as evaluation.splits.viewed_items
+    reads them offline), oldest first, more than the sessions the encoder reads."""
     return history.get("viewed", [])
 
 

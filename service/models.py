@@ -141,4 +141,7 @@ class Readiness(BaseModel):
     encoder_provider: str | None = Field(default=None, description="the onnxruntime execution provider that runs "
                                          "the user encoder, e.g. CPUExecutionProvider or CUDAExecutionProvider")
     faiss_device: Literal["cpu", "gpu"] | None = Field(default=None, description="where the live index searches")
+    query_step: bool | None = Field(default=None, description="whether requests in a context not precomputed are "
+                                    "answered from stored prefix states (the live model has a query step and "
+                                    "RECALL_PREFIX_TTL_S > 0); otherwise they encode the whole history")
     problems: list[str]

@@ -93,8 +93,11 @@ def test_the_request_context_drives_the_candidates(live_service, small_world):
 
 
 def test_filter_viewed_and_exclusions(live_service, small_world):
+    """filter_viewed leaves out what the user acted on (clicked, carted, paid), as offline evaluation and `recall
+    recommend` do; an item that was only shown stays a candidate."""
     events = user_events(small_world, user_id=21)
-    viewed = {event["item_id"] for event in events}
+    viewed = {event["item_id"] for event in events if event["action"] != "show"}
+    shown_only = {event["item_id"] for event in events} - viewed
     with live_service.client() as client:
         post_events(client, events)
         wait_for_vectors(client, 21)
@@ -103,6 +106,8 @@ def test_filter_viewed_and_exclusions(live_service, small_world):
         excluded = recall(client, user_id=21, k=100, exclude_item_ids=unfiltered[:5], filter_viewed=False)["items"]
     assert viewed & set(unfiltered), "the test needs a user whose own items rank high"
     assert len(filtered) == 100 and not viewed & {item["item_id"] for item in filtered}
+    assert shown_only & set(unfiltered[:50]) <= {item["item_id"] for item in filtered}
+    assert shown_only & set(unfiltered[:50]), "the test needs a user whose shown items rank high"
     assert not set(unfiltered[:5]) & {item["item_id"] for item in excluded} and len(excluded) == 100
 
 
@@ -375,6 +380,7 @@ def test_readiness_names_the_runtime_and_metrics_name_the_live_versions(live_ser
     with live_service.client() as client:
         ready = client.get("/readyz").json()
         assert ready["encoder_provider"] == "CPUExecutionProvider" and ready["faiss_device"] == "cpu"  # no GPU here
+        assert ready["query_step"] is True  # a session-layout TBGRecall: new contexts go through the query step
         assert ready["archive_backlog"] is None  # no RECALL_ARCHIVE_DIR
         serving = f'recall_serving_info{{index_version="{ready["index_version"]}",' \
                   f'model_version="{ready["model_version"]}"}} 1.0'
