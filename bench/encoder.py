@@ -88,7 +88,7 @@ def main() -> None:
                         model(tensors)
 
                 torch_ms = median_ms(eager, repeats)
-                ort_ms = median_ms(lambda inputs=inputs: session.run(None, inputs), repeats)
+                ort_ms = median_ms(lambda inputs=inputs: session.run(["user_vector"], inputs), repeats)
                 rows.append({"tokens": length, "batch": batch, "torch_ms": torch_ms, "onnxruntime_ms": ort_ms,
                              "speedup": torch_ms / ort_ms, "users_per_s": batch / ort_ms * 1000})
     table = Table(title=f"TBGRecall user encoder (d=64, 2 HSTU blocks), {args.threads} thread(s), median per call")

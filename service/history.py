@@ -16,7 +16,15 @@ import orjson
 
 from contract.columns import CLICK
 from contract.manifests import FeatureSchema
-from contract.tokens import build_session_table, build_tokens, collate, history_windows, query_tokens
+from contract.tokens import (
+    TokenTable,
+    build_session_table,
+    build_tokens,
+    collate,
+    history_windows,
+    query_tokens,
+    time_features,
+)
 from contract.vocab import Vocabularies
 
 STORED_ITEMS_FACTOR = 4  # keep up to 4x the encoder's per-session cap: the encoder picks the strongest itself
@@ -74,7 +82,8 @@ def apply_event(history: dict, event: dict, schema: FeatureSchema) -> None:
 
 
 def _truncate(history: dict, schema: FeatureSchema) -> None:
-    """Drop the oldest sessions the encoder could not read anyway (one token stays for the query)."""
+    """Drop the oldest sessions the encoder could not read anyway (one token stays for the query), remembering the
+    start of the last one dropped: the oldest kept session's gap feature is measured from it, as in training."""
     budget, keep = schema.max_len - 1, 0
     for session in reversed(history["sessions"]):
         tokens = min(len(session["items"]), schema.max_items_per_session) + int(schema.with_context_tokens)
@@ -82,7 +91,10 @@ def _truncate(history: dict, schema: FeatureSchema) -> None:
             break
         budget -= tokens
         keep += 1
-    del history["sessions"][:len(history["sessions"]) - keep]
+    dropped = len(history["sessions"]) - keep
+    if dropped:
+        history["previous_start"] = history["sessions"][dropped - 1]["start"]
+        del history["sessions"][:dropped]
 
 
 def viewed_items(history: dict) -> list[str]:
@@ -118,10 +130,24 @@ def encoder_inputs(histories: list[dict], contexts: list[str | None], scenarios:
     table = build_session_table(event_session, event_user, item, action, context, scenario, start,
                                 schema.has_timestamp, schema.max_items_per_session)
     tokens = build_tokens(table, with_context=schema.with_context_tokens)
+    _gaps_from_dropped_sessions(tokens, histories, schema.has_timestamp)
     windows = history_windows(table, tokens, np.arange(len(histories), dtype=np.int64), schema.max_len)
     query = query_tokens(table, windows, codes_of(vocabs.contexts, contexts), codes_of(vocabs.scenarios, scenarios),
                          np.asarray(request_time, dtype=np.int64))
     return collate(tokens, windows, query, out=out)
+
+
+def _gaps_from_dropped_sessions(tokens: TokenTable, histories: list[dict], has_time: bool) -> None:
+    """The gap feature of each history's oldest kept session, from the session `_truncate` dropped before it
+    (build_tokens, seeing no earlier session, leaves it unknown): training reads it from the whole log."""
+    first_session = 0
+    for history in histories:
+        sessions = history["sessions"]
+        if sessions and history.get("previous_start") is not None:
+            _, _, gap = time_features(np.array([sessions[0]["start"]]), np.array([history["previous_start"]]),
+                                      has_time)
+            tokens.features["gap"][tokens.offsets[first_session]:tokens.offsets[first_session + 1]] = gap[0]
+        first_session += len(sessions)
 
 
 def codes_of(vocab, ids: list) -> np.ndarray:

@@ -70,7 +70,9 @@ def test_encoder_inputs_equal_what_training_builds_from_the_same_events(small_wo
                            max_items_per_session=run.config.model.max_items_per_session, session_gap_s=1800,
                            has_timestamp=True, with_context_tokens=True)
     events = pd.read_parquet(directory / "events.parquet")
-    users = [4, 40, 400]
+    # Two ordinary users and the one with the most events: the window cannot hold their whole history, and the
+    # oldest session kept must read its gap from the one dropped, as training does.
+    users = [4, 40, int(events.user_id.value_counts().index[0])]
     log = load_events(directory / "events.parquet", directory / "items.parquet", vocabs=run.vocabs, grow_vocabs=False)
     histories = []
     for user in users:
@@ -82,6 +84,7 @@ def test_encoder_inputs_equal_what_training_builds_from_the_same_events(small_wo
                                                  context=str(r.context), scenario=str(r.scenario),
                                                  session_id=int(r.session_id)), 0.0), schema)
         histories.append(history)
+    assert "previous_start" in histories[2]
     request_time = np.full(3, int(events.timestamp.max()) + 3600)
     served = encoder_inputs(histories, ["home", "search:sakakax", None], ["home", "search", None], request_time,
                             run.vocabs, schema)
