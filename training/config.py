@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
+from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Literal, get_args
+
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 if TYPE_CHECKING:
     from contract.events import EventLog
@@ -21,10 +23,14 @@ Negatives = Literal["uniform", "in-batch"]
 Device = Literal["auto", "cpu", "cuda"]
 ENCODERS = get_args(Encoder)
 RETRIEVAL_LOSSES = get_args(RetrievalLoss)
+# Field values are checked by pydantic in strict mode (RunConfig.validate): "abc", true or 2.5 for an integer, NaN
+# or infinity for a number, are refused naming the field, where lax parsing would take some of them.
+STRICT = ConfigDict(strict=True, allow_inf_nan=False, revalidate_instances="always")
 
 
 @dataclass
 class ModelConfig:
+    __pydantic_config__ = STRICT
     encoder: Encoder = "tbgrecall"
     dim: int = 64  # model width = retrieval dimension
     n_layers: int = 2
@@ -48,6 +54,7 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
+    __pydantic_config__ = STRICT
     retrieval: RetrievalLoss = "sampled_softmax"  # sampled_softmax is L_nce; softmax scores the whole catalogue
     n_negatives: int = 256
     negatives: Negatives = "uniform"  # in-batch: with the logQ correction
@@ -63,6 +70,7 @@ class LossConfig:
 
 @dataclass
 class TrainConfig:
+    __pydantic_config__ = STRICT
     epochs: int = 40  # an upper bound: early stopping ends most runs sooner
     batch_size: int = 128
     lr: float = 1e-3
@@ -135,19 +143,18 @@ class RunConfig:
 
 def _field_problems(section: str, config) -> str | None:
     """What is wrong with the first field of `config` whose value does not fit its annotation, or None."""
-    for name, hint in get_type_hints(type(config)).items():
-        value, where = getattr(config, name), f"{section}.{name}"
-        if get_origin(hint) is Literal:
-            if value not in get_args(hint):
-                return f"{where} must be one of {', '.join(map(repr, get_args(hint)))}, got {value!r}"
-        elif hint is bool and not isinstance(value, bool):
-            return f"{where} must be true or false, got {value!r}"
-        elif hint is int and (isinstance(value, bool) or not isinstance(value, int)):
-            return f"{where} must be an integer, got {value!r}"
-        elif hint is float and (isinstance(value, bool) or not isinstance(value, int | float)
-                                or not math.isfinite(value)):
-            return f"{where} must be a finite number, got {value!r}"
+    try:
+        _validator(type(config)).validate_python(config)
+    except ValidationError as error:
+        first = error.errors()[0]
+        message = first["msg"][0].lower() + first["msg"][1:]
+        return f"{'.'.join([section, *map(str, first['loc'])])}: {message}, got {first['input']!r}"
     return None
+
+
+@cache
+def _validator(config_class: type) -> TypeAdapter:
+    return TypeAdapter(config_class)
 
 
 def uses_context_tokens(config: ModelConfig) -> bool:

@@ -73,7 +73,7 @@ def test_evaluate_a_run_beside_the_baselines(trained_run, small_world, capsys):
 
 
 @pytest.mark.parametrize(("toml", "named"), [("[model]\nwidth = 3\n", "unknown ModelConfig option(s): width"),
-                                             ('[model]\ndim = "abc"\n', "model.dim must be an integer")])
+                                             ('[model]\ndim = "abc"\n', "model.dim: input should be a valid integer")])
 def test_bad_config_is_a_clear_error(small_world, tmp_path, capsys, toml, named):
     directory, _ = small_world
     config = tmp_path / "bad.toml"

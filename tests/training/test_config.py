@@ -17,6 +17,9 @@ from training.config import RunConfig
     ({"train": {"epochs": "ten"}}, "train.epochs"),
     ({"train": {"amp": "yes"}}, "train.amp"),
     ({"loss": {"temperature": math.nan}}, "loss.temperature"),
+    ({"train": {"lr": math.inf}}, "train.lr"),
+    ({"model": {"dim": True}}, "model.dim"),  # strict: a boolean is not an integer, nor is 64.5
+    ({"model": {"dim": 64.5}}, "model.dim"),
     ({"model": {"dropout": 1.5}}, "model.dropout"),
     ({"train": {"batch_size": 0}}, "train.batch_size"),
 ])
