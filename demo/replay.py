@@ -126,9 +126,10 @@ def next_sessions(holdout: pd.DataFrame, n_users: int) -> list[pd.DataFrame]:
 
 def replay_sessions(client: ServiceClient, history: pd.DataFrame, holdout: pd.DataFrame, k: int, n_users: int,
                     result: ReplayResult) -> None:
-    popularity = history[history[Columns.action].isin(ACTED)] if Columns.action in history else history
-    popular_items = popularity[Columns.item].value_counts().index.tolist()
-    viewed = history.groupby(Columns.user)[Columns.item].agg(set).to_dict()
+    acted_history = history[history[Columns.action].isin(ACTED)] if Columns.action in history else history
+    popular_items = acted_history[Columns.item].value_counts().index.tolist()
+    # What filter_viewed leaves out, in the service as offline: items acted on; an item only shown stays a candidate.
+    viewed = acted_history.groupby(Columns.user)[Columns.item].agg(set).to_dict()
     contexts = history[Columns.context].astype(str).value_counts().index.tolist() if Columns.context in history \
         else []
     with Progress(transient=True) as progress:
