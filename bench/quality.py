@@ -2,7 +2,7 @@
 RecTools' own SASRec/HSTU on the same split.
 
     python bench/quality.py [--datasets synthetic,movielens-100k,trivago] [--epochs N] [--variants ...]
-                            [--patience 10] [--rectools sasrec,hstu] [--rectools-epochs 30] [--seeds 1] [--quick]
+                            [--patience N] [--rectools sasrec,hstu] [--rectools-epochs 30] [--seeds 1] [--quick]
 
 The `default` row sets nothing: it trains what `recall train` picks for the log with no flags
 (training/auto_config.py, a 30-minute budget), so it is the figure a new user gets.
@@ -102,7 +102,10 @@ RECTOOLS_MAX_LEN = {"trivago": 50}
 MAX_LEN = 200  # tokens of history our encoders read, and RecTools' max_len where RECTOOLS_MAX_LEN has none
 
 
-def run_config(variant: Variant, epochs: int, seed: int = 0, patience: int = 10) -> RunConfig:
+TUNED_PATIENCE = 10  # the tuned rows' early stopping (their cached runs' keys hold it)
+
+
+def run_config(variant: Variant, epochs: int, seed: int = 0, patience: int = TUNED_PATIENCE) -> RunConfig:
     base = RunConfig(model=ModelConfig(dim=64, n_layers=2, n_heads=2, max_len=MAX_LEN, dropout=0.2),
                      loss=LossConfig(n_negatives=256),
                      train=TrainConfig(epochs=epochs, batch_size=128, lr=1e-3, seed=seed, patience=patience))
@@ -148,7 +151,7 @@ class Plan:
     """What to train on every dataset."""
     variants: list[Variant]
     epochs: int | None  # None: the dataset's entry in EPOCHS
-    patience: int
+    patience: int | None  # None: TUNED_PATIENCE for the tuned rows, `recall train`'s own for the default row
     rectools: list[str]  # RecTools models to run as peers
     rectools_epochs: int
     seeds: int
@@ -181,8 +184,9 @@ def bench_dataset(name: str, plan: Plan, console) -> list[dict]:
         def config_of(seed: int, variant=variant) -> RunConfig:
             if variant.chosen_for_the_log:
                 chosen, _ = default_config(split.train, DEFAULT_BUDGET_S, pick_device("auto"))
-                return replace(chosen, train=replace(chosen.train, seed=seed, patience=plan.patience))
-            return run_config(variant, plan.epochs or EPOCHS[name], seed, plan.patience)
+                patience = chosen.train.patience if plan.patience is None else plan.patience
+                return replace(chosen, train=replace(chosen.train, seed=seed, patience=patience))
+            return run_config(variant, plan.epochs or EPOCHS[name], seed, plan.patience or TUNED_PATIENCE)
 
         def train_variant(seed: int, variant=variant) -> list[dict]:
             console.print(f"[bold]{name}[/]: training {variant.label} (seed {seed})")
@@ -271,9 +275,9 @@ def main() -> None:
     parser.add_argument("--datasets", default="synthetic,movielens-100k,trivago")
     parser.add_argument("--epochs", type=int,
                         help="upper bound; early stopping ends runs sooner (default: per dataset, see EPOCHS)")
-    parser.add_argument("--patience", type=int, default=10,
-                        help="validations without improvement before early stopping (>= --epochs: none); the "
-                             "default row's too (10 is `recall train`'s own)")
+    parser.add_argument("--patience", type=int,
+                        help="validations without improvement before early stopping (>= --epochs: none), for every "
+                             "row; unset: 10 for the tuned rows, `recall train`'s own (20) for the default row")
     parser.add_argument("--quick", action="store_true", help="synthetic only, SASRec and TBGRecall, 5 epochs")
     parser.add_argument("--variants", help="comma-separated labels to train (default: all; '' for none)")
     parser.add_argument("--rectools", default="sasrec,hstu", help="RecTools models to run ('' for none)")
