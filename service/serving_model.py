@@ -67,17 +67,19 @@ class ServingModel:
     def encode(self, histories: list[dict], contexts: list[str | None], scenarios: list[str | None],
                request_time: np.ndarray, reuse_buffers: bool = False) -> np.ndarray:
         """(B, d) unit user vectors; `reuse_buffers` only from the one thread that owns them (the worker)."""
-        batch = encoder_inputs(histories, contexts, scenarios, request_time, self.vocabs, self.schema,
-                               out=self.encoder.buffers.view if reuse_buffers else None)
-        return self.encoder.encode(batch)
+        return self.encoder.encode(self._inputs(histories, contexts, scenarios, request_time, reuse_buffers))
+
+    def _inputs(self, histories: list[dict], contexts: list[str | None], scenarios: list[str | None],
+                request_time: np.ndarray, reuse_buffers: bool) -> dict[str, np.ndarray]:
+        return encoder_inputs(histories, contexts, scenarios, request_time, self.vocabs, self.schema,
+                              out=self.encoder.buffers.view if reuse_buffers else None)
 
     def encode_with_prefix(self, histories: list[dict], contexts: list[str | None], scenarios: list[str | None],
                            request_time: np.ndarray, first_rows: list[int], last_ids: list[str],
                            reuse_buffers: bool = False) -> tuple[np.ndarray, list[PrefixState]]:
         """`encode`, and the prefix state of the histories of `first_rows` (each user's first row), which
         describe the histories as of stream entries `last_ids`; only when `query_step` is set."""
-        batch = encoder_inputs(histories, contexts, scenarios, request_time, self.vocabs, self.schema,
-                               out=self.encoder.buffers.view if reuse_buffers else None)
+        batch = self._inputs(histories, contexts, scenarios, request_time, reuse_buffers)
         vectors, outputs = self.encoder.encode_with_prefix(batch)
         previous_starts = [int(histories[row]["sessions"][-1]["start"]) for row in first_rows]
         return vectors, prefix_states(batch, outputs, first_rows, previous_starts, self.model_version, last_ids)

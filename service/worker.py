@@ -263,8 +263,9 @@ class NearlineWorker:
             if last_ids is None:
                 vectors.append(model.encode(*args, reuse_buffers=True))
                 continue
-            first_rows = [row for row, (user, _, _) in enumerate(part) if row == 0 or part[row - 1][0] != user]
-            first_rows = [row for row in first_rows if prefixes[part[row][0]] is None]
+            # Each user's first row here, unless the previous chunk ended with the user's other row.
+            first_rows = [row for row, (user, _, _) in enumerate(part)
+                          if prefixes[user] is None and (row == 0 or part[row - 1][0] != user)]
             encoded, states = model.encode_with_prefix(*args, first_rows=first_rows,
                                                        last_ids=[last_ids[part[row][0]] for row in first_rows],
                                                        reuse_buffers=True)
