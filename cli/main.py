@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from cli import (
@@ -45,12 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Parse, run, and turn bad input into one clear line on stderr and exit code 2 (never a traceback)."""
     args = build_parser().parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # what `recall train --nproc` runs again
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args.handler(args) or 0)
     except DataError as error:
-        print(f"recall: error: {error}", file=sys.stderr)  # noqa: T201
+        if os.environ.get("RANK", "0") == "0":  # under a launcher every rank reads the same input: rank 0 says it
+            print(f"recall: error: {error}", file=sys.stderr)  # noqa: T201
         return USAGE_ERROR
     except OSError as error:  # a path that cannot be read or written: the file and the reason, not a traceback
         where = f"{error.filename}: " if error.filename else ""

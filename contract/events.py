@@ -147,7 +147,7 @@ def load_events(
         scenario = _encode_optional(frame, Columns.scenario, vocabs, "scenarios", grow_vocabs)
         has_timestamp = Columns.timestamp in frame
         timestamp = _parse_timestamps(frame, path) if has_timestamp else np.arange(len(frame), dtype=np.int64)
-        order, session = _sessionize(frame, user, timestamp, has_timestamp, session_gap_s, path)
+        order, session = sessionize(frame, user, timestamp, has_timestamp, session_gap_s, path)
     except DataError as error:
         if error.row is None or not frame.attrs.get("parts"):
             raise
@@ -242,7 +242,7 @@ def _datetime_seconds(values: pd.Series) -> np.ndarray:
     return elapsed.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
-def _sessionize(frame: pd.DataFrame, user: np.ndarray, timestamp: np.ndarray, has_timestamp: bool,
+def sessionize(frame: pd.DataFrame, user: np.ndarray, timestamp: np.ndarray, has_timestamp: bool,
                 session_gap_s: int, path: str) -> tuple[np.ndarray, np.ndarray]:
     """Sort order of the events and the session index of each sorted event."""
     if Columns.session in frame:
@@ -253,7 +253,7 @@ def _sessionize(frame: pd.DataFrame, user: np.ndarray, timestamp: np.ndarray, ha
         if missing.any():
             # Events sent without a session_id (the service archives them so) are sessionised as a file without
             # the column is: split at time gaps, or one session each without timestamps.
-            gap_order, gap_session = _sessionize(frame.loc[missing].drop(columns=Columns.session), user[missing],
+            gap_order, gap_session = sessionize(frame.loc[missing].drop(columns=Columns.session), user[missing],
                                                  timestamp[missing], has_timestamp, session_gap_s, path)
             in_file_order = np.empty_like(gap_session)
             in_file_order[gap_order] = gap_session

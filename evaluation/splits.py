@@ -82,9 +82,7 @@ def temporal_split(log: EventLog, split_time: int | None = None, test_fraction: 
     if not log.has_timestamp:
         raise ValueError("the temporal protocol needs timestamps; use leave-one-out for this file")
     if split_time is None:
-        split_time = int(np.quantile(log.timestamp, 1.0 - test_fraction))
-        if not (log.session_start >= split_time).any():  # the quantile fell inside the sessions that started last
-            split_time = int(log.session_start.max())
+        split_time = holdout_time(log, test_fraction)
     session_after = log.session_start >= split_time
     event_after = session_after[log.session]
     train = log.take(~event_after)
@@ -97,6 +95,14 @@ def temporal_split(log: EventLog, split_time: int | None = None, test_fraction: 
     warm = np.isin(log.session_user[first_per_user], train.active_users)
     target_sessions = first_per_user if include_cold_users else first_per_user[warm]
     return Split("temporal", train, _session_cases(log, target_sessions, min_action))
+
+
+def holdout_time(log: EventLog, test_fraction: float = 0.1) -> int:
+    """The time that leaves `test_fraction` of the events after it, and at least one session starting at it."""
+    split_time = int(np.quantile(log.timestamp, 1.0 - test_fraction))
+    if not (log.session_start >= split_time).any():  # the quantile fell inside the sessions that started last
+        split_time = int(log.session_start.max())
+    return split_time
 
 
 def _session_cases(log: EventLog, sessions: np.ndarray, min_action: int) -> EvalCases:

@@ -15,13 +15,14 @@ The rules rest on the measurements in BENCHMARKS.md ("Default training"):
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from contract.columns import SHOW
 from contract.events import EventLog
+from contract.user_shards import UserShards
 from training.config import RunConfig
 
 SOFTMAX_TEMPERATURE = 0.1  # full softmax: best of 0.05 / 0.1 / 0.2 on MovieLens-100K validation
@@ -53,7 +54,11 @@ class LogProfile:
         return not (self.has_context or self.has_shows or self.has_session_id)
 
 
-def profile_log(log: EventLog) -> LogProfile:
+def profile_log(log: EventLog | UserShards) -> LogProfile:
+    """The profile of a log; of a sharded one, shard 0's (a random sample of users) with the whole log's counts."""
+    if isinstance(log, UserShards):
+        sample = profile_log(log.load(0))
+        return replace(sample, events=log.events, users=round(sample.users * log.events / max(sample.events, 1)))
     return LogProfile(
         events=len(log), users=len(log.active_users), items=log.n_items - 1,
         items_per_session=len(log) / max(len(log.session_offsets) - 1, 1), has_timestamp=log.has_timestamp,
@@ -135,6 +140,7 @@ def choose(profile: LogProfile, time_budget_s: float, flops: float) -> tuple[Run
     return config, choices
 
 
-def default_config(log: EventLog, time_budget_s: float, device: torch.device) -> tuple[RunConfig, list[Choice]]:
+def default_config(log: EventLog | UserShards, time_budget_s: float,
+                   device: torch.device) -> tuple[RunConfig, list[Choice]]:
     """What `recall train` trains with when nobody says otherwise, and why."""
     return choose(profile_log(log), time_budget_s, matmul_flops(device))

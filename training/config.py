@@ -91,6 +91,9 @@ class TrainConfig:
     recency_days: float = 0.0  # > 0: train on the last N days of events only
     threads: int = 0  # torch CPU threads; 0 = torch's default
     time_budget_s: float = 0.0  # > 0: no epoch starts that would end past this many seconds of training
+    # A Parquet log with more events is streamed in shards of whole users of about this many events (peak memory
+    # follows the shard, not the log: BENCHMARKS.md); a smaller one is held whole.
+    shard_events: int = 2_000_000
 
 
 @dataclass
@@ -136,7 +139,7 @@ class RunConfig:
                                                                     self.model.n_future_sessions),
                             ("loss.n_negatives", self.loss.n_negatives), ("loss.temperature", self.loss.temperature),
                             ("train.batch_size", self.train.batch_size),
-                            ("train.lr", self.train.lr)):
+                            ("train.lr", self.train.lr), ("train.shard_events", self.train.shard_events)):
             if value <= 0:
                 raise ValueError(f"{name} must be positive, got {value}")
         if self.train.epochs < 0:

@@ -7,6 +7,8 @@ architecture is the parent run's, and only the data grows.
 
 from __future__ import annotations
 
+import math
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -19,12 +21,15 @@ from rich.table import Table
 from contract.columns import DEFAULT_SESSION_GAP_S
 from contract.errors import DataError
 from contract.events import EventLog, load_events
+from contract.user_shards import UserShards, count_rows, is_streamable, write_user_shards
 from evaluation.splits import EvalCases, viewed_items
+from training import distributed
 from training.auto_config import Choice, default_config
-from training.config import RunConfig, read_toml
+from training.config import RunConfig, TrainConfig, read_toml
+from training.model import RecallModel
 from training.recommender import EncoderRecommender, last_contexts, sample_inputs
 from training.run_dir import Run, load_run, save_run
-from training.trainer import pick_device, train
+from training.trainer import TrainResult, pick_device, train
 
 
 @dataclass
@@ -44,6 +49,7 @@ class TrainRequest:
 @dataclass
 class TrainedRun:
     path: Path
+    model: RecallModel  # on every rank: the kept one on rank 0
     config: RunConfig
     validation: dict
     epochs: int
@@ -53,32 +59,87 @@ class TrainedRun:
 
 def train_run(request: TrainRequest, console: Console | None = None) -> TrainedRun:
     """Pick settings for the log, train, validate with early stopping, and write the run (weights, config,
-    vocabularies, metrics, and the settings chosen with their reasons)."""
+    vocabularies, metrics, and the settings chosen with their reasons).
+
+    A Parquet log of more than `train.shard_events` events is split into shards of whole users on disk and
+    streamed, a shard at a time (contract/user_shards.py). Under a launcher (`recall train --nproc N`, torchrun)
+    every process trains on its own users, and rank 0 alone prints, validates and writes the run."""
     console = console or Console(quiet=True)
     parent = load_run(request.init_from) if request.init_from else None
     file_settings = _read_config_file(request.config_file)
-    with console.status(f"loading {request.events}"):
-        log = load_events(request.events, request.items, session_gap_s=request.session_gap_s,
-                          vocabs=parent.vocabs if parent else None)
-    config, choices = layered_config(request, parent, file_settings, log)
-    print_choices(console, choices)
-    if config.train.recency_days > 0 and log.has_timestamp:
-        log = log.take(log.timestamp >= log.timestamp.max() - config.train.recency_days * 86_400)
-    protocol = request.protocol or ("temporal" if log.has_timestamp else "loo")
-    console.print(f"training {config.model.encoder} ({config.loss.retrieval}) on {len(log):,} events, "
-                  f"validating on a {protocol} holdout")
-    result = train(log, config, protocol=protocol, init_state=parent.model.state_dict() if parent else None)
-    metrics = {"validation": result.metrics, "protocol": protocol, "events": len(log),
-               "data": {"session_gap_s": request.session_gap_s, "has_timestamp": log.has_timestamp},
+    distributed.join_from_environment(pick_device(_setting(request, file_settings, "device", "auto")))
+    rank, world = distributed.rank_and_world()
+    if rank != 0:
+        console = Console(quiet=True)
+    shard_dir = request.out.with_name(f".{request.out.name}.shards")
+    try:
+        log = _open_log(request, parent, file_settings, shard_dir, world, console)
+        config, choices = distributed.from_main(layered_config(request, parent, file_settings, log))
+        print_choices(console, choices)
+        if isinstance(log, EventLog) and config.train.recency_days > 0 and log.has_timestamp:
+            log = log.take(log.timestamp >= log.timestamp.max() - config.train.recency_days * 86_400)
+        protocol = request.protocol or ("temporal" if log.has_timestamp else "loo")
+        events = len(log) if isinstance(log, EventLog) else log.events
+        layout = "in memory" if isinstance(log, EventLog) else f"streamed in {log.n_shards} user shards"
+        console.print(f"training {config.model.encoder} ({config.loss.retrieval}) on {events:,} events "
+                      f"({layout}, {world} process{'es' if world > 1 else ''}), validating on a {protocol} holdout")
+        result = train(log, config, protocol=protocol, init_state=parent.model.state_dict() if parent else None)
+        if rank == 0:
+            _save(request, config, choices, log, result, protocol, world)
+        distributed.barrier()  # the run is written before any rank reports success
+    finally:
+        if rank == 0:
+            shutil.rmtree(shard_dir, ignore_errors=True)
+        distributed.leave()
+    return TrainedRun(path=request.out, model=result.model, config=config, validation=result.metrics,
+                      epochs=len(result.history), seconds=result.seconds,
+                      sequences_per_second=result.sequences_per_second)
+
+
+def _save(request: TrainRequest, config: RunConfig, choices: list[Choice], log: EventLog | UserShards,
+          result: TrainResult, protocol: str, world: int) -> None:
+    sample_log = log if isinstance(log, EventLog) else log.load(0)
+    metrics = {"validation": result.metrics, "protocol": protocol,
+               "events": len(log) if isinstance(log, EventLog) else log.events,
+               "data": {"session_gap_s": request.session_gap_s, "has_timestamp": log.has_timestamp,
+                        "user_shards": None if isinstance(log, EventLog) else log.n_shards},
                "settings_chosen": [asdict(choice) for choice in choices],
+               "world_size": world,
                "train_seconds": round(result.seconds, 1),
                "sequences_per_second": round(result.sequences_per_second, 1),
                "parent_run": str(request.init_from) if request.init_from else None}
     model = result.model.cpu()
     save_run(request.out, Run(model=model, config=config, vocabs=log.vocabs, metrics=metrics,
-                              sample_inputs=sample_inputs(model, log)), result.history)
-    return TrainedRun(path=request.out, config=config, validation=result.metrics, epochs=len(result.history),
-                      seconds=result.seconds, sequences_per_second=result.sequences_per_second)
+                              sample_inputs=sample_inputs(model, sample_log)), result.history)
+
+
+def _open_log(request: TrainRequest, parent: Run | None, file_settings: dict, shard_dir: Path, world: int,
+              console: Console) -> EventLog | UserShards:
+    """The log held whole, or, past `train.shard_events` events of Parquet, sharded by user on disk (by rank 0;
+    the other ranks wait and open the shards)."""
+    shard_events = _setting(request, file_settings, "shard_events", TrainConfig.shard_events)
+    if type(shard_events) is not int or shard_events < 1:
+        raise DataError(str(request.config_file or "--shard-events"),
+                        f"train.shard_events must be a positive integer, got {shard_events!r}")
+    vocabs = parent.vocabs if parent else None
+    rows = count_rows(request.events) if is_streamable(request.events) else 0
+    if rows <= shard_events:
+        with console.status(f"loading {request.events}"):
+            return load_events(request.events, request.items, session_gap_s=request.session_gap_s, vocabs=vocabs)
+    if distributed.is_main():
+        shutil.rmtree(shard_dir, ignore_errors=True)
+        # At least one shard per rank, so that every rank has users to train on.
+        shards_wanted = max(world, math.ceil(rows / shard_events))
+        write_user_shards(request.events, request.items, shard_dir, math.ceil(rows / shards_wanted),
+                          request.session_gap_s, vocabs, show_progress=console.is_terminal)
+    distributed.barrier()
+    return UserShards.open(shard_dir)
+
+
+def _setting(request: TrainRequest, file_settings: dict, name: str, default: object) -> object:
+    """A [train] setting as the run will have it, where it is needed before the log is read."""
+    explicit = request.overrides.get(f"train.{name}")
+    return explicit if explicit is not None else file_settings.get("train", {}).get(name, default)
 
 
 def print_choices(console: Console, choices: list[Choice]) -> None:
@@ -100,7 +161,7 @@ def _read_config_file(path: Path | None) -> dict:
 
 
 def layered_config(request: TrainRequest, parent: Run | None, file_settings: dict,
-                   log: EventLog) -> tuple[RunConfig, list[Choice]]:
+                   log: EventLog | UserShards) -> tuple[RunConfig, list[Choice]]:
     """The run's configuration, and the chosen settings nothing overrode."""
     overrides = {setting: value for setting, value in request.overrides.items() if value is not None}
     device = pick_device(overrides.get("train.device") or file_settings.get("train", {}).get("device", "auto"))

@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,9 +19,11 @@ from tqdm.auto import tqdm
 from contract.errors import DataError
 from contract.events import EventLog
 from contract.tokens import TokenTable, build_tokens, collate, session_table, training_windows
+from contract.user_shards import UserShards
 from evaluation.evaluate import evaluate
-from evaluation.splits import Split, leave_one_out, sample_cases, temporal_split
-from training.config import RunConfig, readable_log, uses_context_tokens
+from evaluation.splits import Split, holdout_time, leave_one_out, sample_cases, temporal_split
+from training import distributed
+from training.config import LossConfig, RunConfig, readable_log, uses_context_tokens
 from training.losses import log_item_frequency, total_loss
 from training.model import RecallModel, grow_state
 from training.recommender import EncoderRecommender, to_tensors
@@ -91,16 +94,69 @@ class TrainingData:
     tokens: TokenTable
     windows: np.ndarray  # (W, 2) session ranges
     lengths: np.ndarray  # (W,) tokens per window
-    item_log_prob: torch.Tensor  # (n_items,) for the in-batch logQ correction
 
 
-def prepare_data(log: EventLog, config: RunConfig, device: torch.device) -> TrainingData:
+def prepare_data(log: EventLog, config: RunConfig) -> TrainingData:
     table = session_table(log, config.model.max_items_per_session)
     tokens = build_tokens(table, with_context=uses_context_tokens(config.model))
     windows = training_windows(table, tokens, config.model.max_len)
-    counts = torch.from_numpy(np.bincount(tokens.features["item"], minlength=log.n_items)).to(device)
-    return TrainingData(tokens, windows, tokens.offsets[windows[:, 1]] - tokens.offsets[windows[:, 0]],
-                        log_item_frequency(counts))
+    return TrainingData(tokens, windows, tokens.offsets[windows[:, 1]] - tokens.offsets[windows[:, 0]])
+
+
+class InMemoryData:
+    """A log held whole (this rank's users of it): prepared once, the same windows every epoch."""
+
+    def __init__(self, log: EventLog, config: RunConfig, device: torch.device):
+        self.data = prepare_data(log, config)
+        self.n_windows = int(distributed.total(len(self.data.windows), device))  # over all ranks
+        counts = distributed.total(np.bincount(self.data.tokens.features["item"], minlength=log.n_items), device)
+        self.item_log_prob = log_item_frequency(torch.as_tensor(counts, device=device))
+
+    def parts(self, rng: np.random.Generator) -> Iterator[TrainingData]:
+        yield self.data
+
+
+class StreamedData:
+    """A sharded log (contract/user_shards.py): each epoch reads this rank's shards one at a time, in a new order,
+    so memory holds one shard. `train_part` turns a shard into what training sees of it."""
+
+    def __init__(self, shards: UserShards, shard_ids: np.ndarray, train_part: Callable[[EventLog], EventLog],
+                 config: RunConfig, device: torch.device):
+        self.shards, self.shard_ids, self.train_part, self.config = shards, shard_ids, train_part, config
+        # Windows per epoch over all ranks, for the schedule: rank 0's first shard times the shards, on every rank
+        # (the ranks' learning rates must agree).
+        first = len(prepare_data(train_part(shards.load(int(shard_ids[0]))), config).windows) if len(shard_ids) else 0
+        self.n_windows = int(distributed.from_main(first * shards.n_shards))
+        # In-batch logQ from the events per item over the whole log, counted by the sharding pass.
+        self.item_log_prob = log_item_frequency(torch.from_numpy(shards.item_events).to(device))
+
+    def parts(self, rng: np.random.Generator) -> Iterator[TrainingData]:
+        for shard in rng.permutation(self.shard_ids):
+            yield prepare_data(self.train_part(self.shards.load(int(shard))), self.config)
+
+
+class BatchLoss(torch.nn.Module):
+    """The training loss of one batch as one module's forward: DistributedDataParallel averages the gradients of
+    what runs inside a forward."""
+
+    def __init__(self, model: RecallModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: dict[str, torch.Tensor], loss: LossConfig,
+                item_log_prob: torch.Tensor) -> torch.Tensor | None:
+        pairs = self.model.encoder.training_pairs(features, loss.future_weight)
+        alone = distributed.rank_and_world()[1] == 1
+        if len(pairs) == 0 and alone:
+            return None
+        total = total_loss(pairs, self.model.item_tower, loss, self.model.task_bias, item_log_prob).total \
+            if len(pairs) else 0.0
+        if alone:
+            return total
+        # With peers every parameter takes part in every step (a task head with no click or pay in the batch, a
+        # batch with no pairs at all), so each rank joins each gradient average and DDP need not search the graph
+        # for unused parameters.
+        return total + sum(parameter.sum() for parameter in self.model.parameters()) * 0.0
 
 
 def build_model(log: EventLog, config: RunConfig, device: torch.device, init_state: dict | None) -> RecallModel:
@@ -113,75 +169,88 @@ def build_model(log: EventLog, config: RunConfig, device: torch.device, init_sta
     return model
 
 
-def run_epoch(model: RecallModel, data: TrainingData, optimizer: torch.optim.Optimizer, scheduler, config: RunConfig,
-              rng: np.random.Generator, bar_title: str, show_progress: bool) -> tuple[list[float], int]:
-    """One pass over the windows; returns the batch losses and the number of sequences seen."""
-    model.train()
-    device = model.task_bias.device
+def run_epoch(step: torch.nn.Module, source: InMemoryData | StreamedData, optimizer: torch.optim.Optimizer,
+              scheduler, config: RunConfig, rng: np.random.Generator, bar_title: str,
+              show_progress: bool) -> tuple[list[float], int]:
+    """One pass over this rank's windows; returns the batch losses and the number of sequences seen. With peers,
+    every rank stops when the first runs out of batches: each step is taken by all of them."""
+    step.train()
+    device = source.item_log_prob.device
     use_amp = config.train.amp and device.type == "cuda"
+    batch_size = math.ceil(config.train.batch_size / distributed.rank_and_world()[1])  # the batch is global
     losses, sequences, started = [], 0, time.perf_counter()
-    batches = length_bucketed_batches(data.lengths, config.train.batch_size, rng)
-    bar = tqdm(batches, desc=bar_title, disable=None if show_progress else True, leave=False, unit="batch")
-    for batch_index in bar:
+    bar = tqdm(desc=bar_title, disable=None if show_progress else True, leave=False, unit="batch")
+    batches = (batch for data in source.parts(rng)
+               for batch in ((data, index) for index in length_bucketed_batches(data.lengths, batch_size, rng)))
+    while distributed.every_rank_has((batch := next(batches, None)) is not None, device):
+        data, batch_index = batch
         features = to_tensors(collate(data.tokens, data.windows[batch_index]), device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            pairs = model.encoder.training_pairs(features, config.loss.future_weight)
-            if len(pairs) == 0:
-                continue
-            terms = total_loss(pairs, model.item_tower, config.loss, model.task_bias, data.item_log_prob)
+            loss = step(features, config.loss, source.item_log_prob)
+        if loss is None:
+            continue
         optimizer.zero_grad(set_to_none=True)
-        terms.total.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(step.parameters(), config.train.grad_clip)
         optimizer.step()
         scheduler.step()
-        losses.append(terms.total.item())
+        losses.append(loss.item())
         sequences += len(batch_index)
+        bar.update()
         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}",
                         seq_s=f"{sequences / max(time.perf_counter() - started, 1e-9):.0f}")
+    bar.close()
     return losses, sequences
 
 
-def train(log: EventLog, config: RunConfig, protocol: str = "loo", init_state: dict | None = None,
+def train(log: EventLog | UserShards, config: RunConfig, protocol: str = "loo", init_state: dict | None = None,
           show_progress: bool = True) -> TrainResult:
-    """Train on `log`, validating on a holdout of it; returns the best model by NDCG@eval_k."""
+    """Train on `log` (held whole, or sharded on disk), validating on a holdout of it; returns the best model by
+    NDCG@eval_k. With peers (training/distributed.py) each rank trains on its own users, and rank 0 validates and
+    decides when to stop; its returned model is the one to keep."""
     config.validate()
     cfg, started = config.train, time.perf_counter()
-    log = readable_log(log, config.model)
+    rank, world = distributed.rank_and_world()
     seed_everything(cfg.seed, cfg.deterministic)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
-    valid = validation_split(log, protocol, cfg.valid_max_cases, cfg.seed)
-    model = build_model(log, config, device, init_state)
-    data = prepare_data(valid.train, config, device)
-    optimizer, scheduler = optimizer_and_schedule(model, len(data.windows), config, cfg.epochs)
-    rng = np.random.default_rng(cfg.seed)
+    valid, source = training_source(log, config, protocol, device, rank, world)
+    model = build_model(valid.train, config, device, init_state)
+    step = distributed.parallel(BatchLoss(model), device)
+    show_progress = show_progress and rank == 0
+    optimizer, scheduler = optimizer_and_schedule(model, source.n_windows, config, cfg.epochs)
+    rng = np.random.default_rng(cfg.seed + rank)  # each rank its own batch order; reproducible at the same N
     metric_name = f"ndcg@{cfg.eval_k}"
-    validator = EncoderRecommender(model, valid.train)  # histories are built once; the weights change in place
+    # Histories are built once; the weights change in place. Only rank 0 validates.
+    validator = EncoderRecommender(model, valid.train) if rank == 0 else None
     best_metric, best_state, stale, history, sequences, train_seconds = -1.0, None, 0, [], 0, 0.0
     for epoch in range(1, cfg.epochs + 1):
         epoch_started = time.perf_counter()
-        losses, seen = run_epoch(model, data, optimizer, scheduler, config, rng, f"epoch {epoch}/{cfg.epochs}",
+        losses, seen = run_epoch(step, source, optimizer, scheduler, config, rng, f"epoch {epoch}/{cfg.epochs}",
                                  show_progress)
         sequences, train_seconds = sequences + seen, train_seconds + time.perf_counter() - epoch_started
-        metrics = evaluate(valid, [validator], [cfg.eval_k])[0].overall
-        history.append({"epoch": epoch, "loss": float(np.mean(losses)) if losses else 0.0, **metrics,
-                        "seconds": time.perf_counter() - started})
-        _report(history[-1], metric_name, sequences / max(train_seconds, 1e-9), show_progress)
-        if metrics[metric_name] > best_metric:
-            best_metric, best_state, stale = metrics[metric_name], copy.deepcopy(model.state_dict()), 0
-        else:
-            stale += 1
-            if stale >= cfg.patience:
-                break
-        if out_of_budget(cfg.time_budget_s, time.perf_counter() - started, history):
-            logger.info("time budget of %.0f s reached after epoch %d", cfg.time_budget_s, epoch)
+        stop = False
+        if validator is not None:
+            metrics = evaluate(valid, [validator], [cfg.eval_k])[0].overall
+            history.append({"epoch": epoch, "loss": float(np.mean(losses)) if losses else 0.0, **metrics,
+                            "seconds": time.perf_counter() - started})
+            _report(history[-1], metric_name, sequences * world / max(train_seconds, 1e-9), show_progress)
+            if metrics[metric_name] > best_metric:
+                best_metric, best_state, stale = metrics[metric_name], copy.deepcopy(model.state_dict()), 0
+            else:
+                stale += 1
+                stop = stale >= cfg.patience
+            if not stop and out_of_budget(cfg.time_budget_s, time.perf_counter() - started, history):
+                logger.info("time budget of %.0f s reached after epoch %d", cfg.time_budget_s, epoch)
+                stop = True
+        if distributed.from_main(stop):
             break
     if best_state is not None:
         model.load_state_dict(best_state)
-    best = max(history, key=lambda row: row[metric_name]) if history else {}
+    best = distributed.from_main(max(history, key=lambda row: row[metric_name]) if history else {})
     if cfg.refit and best:
-        del model, optimizer, scheduler, data, validator, best_state  # the refit needs the memory, not these
+        del model, step, optimizer, scheduler, source, validator, best_state  # the refit needs the memory
         if device.type == "cuda":
             torch.cuda.empty_cache()
         model, seen, seconds = refit(log, config, device, init_state, best["epoch"], show_progress)
@@ -190,7 +259,35 @@ def train(log: EventLog, config: RunConfig, protocol: str = "loo", init_state: d
     model.eval()
     return TrainResult(model=model, metrics={k: v for k, v in best.items() if k != "seconds"}, history=history,
                        seconds=time.perf_counter() - started,
-                       sequences_per_second=sequences / max(train_seconds, 1e-9))
+                       sequences_per_second=distributed.total(sequences, device) / max(train_seconds, 1e-9))
+
+
+def training_source(log: EventLog | UserShards, config: RunConfig, protocol: str, device: torch.device,
+                    rank: int, world: int) -> tuple[Split, InMemoryData | StreamedData]:
+    """The validation split (its `train` is what validation histories come from) and this rank's training data.
+
+    A sharded log validates on a sample of shard 0's users, and every shard drops the same holdout: the events
+    after shard 0's holdout time (temporal), or each user's last target (loo)."""
+    if isinstance(log, EventLog):
+        valid = validation_split(readable_log(log, config.model), protocol, config.train.valid_max_cases,
+                                 config.train.seed)
+        return valid, InMemoryData(distributed.own_users(valid.train, rank, world), config, device)
+    first = recent_readable(log.load(0), config, log.max_timestamp)
+    valid = validation_split(first, protocol, config.train.valid_max_cases, config.train.seed)
+    split_time = holdout_time(first) if protocol == "temporal" else None  # the one validation_split holds out
+
+    def train_part(shard: EventLog) -> EventLog:
+        shard = recent_readable(shard, config, log.max_timestamp)
+        return temporal_split(shard, split_time).train if split_time is not None else leave_one_out(shard).train
+
+    return valid, StreamedData(log, distributed.own_shards(log.n_shards, rank, world), train_part, config, device)
+
+
+def recent_readable(log: EventLog, config: RunConfig, max_timestamp: int) -> EventLog:
+    """`log` as the encoder reads it, within the run's recency window (`train.recency_days`)."""
+    if config.train.recency_days > 0 and log.has_timestamp:
+        log = log.take(log.timestamp >= max_timestamp - config.train.recency_days * 86_400)
+    return readable_log(log, config.model)
 
 
 def out_of_budget(budget_s: float, elapsed_s: float, history: list[dict]) -> bool:
@@ -205,23 +302,32 @@ def optimizer_and_schedule(model: RecallModel, n_windows: int, config: RunConfig
     """AdamW with linear warm-up, then cosine decay to zero at the end of `epochs`."""
     cfg = config.train
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # The batch is global (run_epoch splits it over the ranks), so N processes take the steps one would.
     total_steps = max(math.ceil(n_windows / cfg.batch_size), 1) * epochs
     warmup = min(cfg.warmup_steps, total_steps // 10 + 1)  # small data sets: do not spend the run warming up
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, warmup, total_steps))
 
 
-def refit(log: EventLog, config: RunConfig, device: torch.device, init_state: dict | None, epochs: int,
-          show_progress: bool) -> tuple[RecallModel, int, float]:
+def refit(log: EventLog | UserShards, config: RunConfig, device: torch.device, init_state: dict | None,
+          epochs: int, show_progress: bool) -> tuple[RecallModel, int, float]:
     """A fresh model trained on the whole log, the validation holdout included, on the first run's schedule stopped
     after `epochs`: the holdout is the most recent behaviour, which the final model should learn from.
     Returns (model, sequences, seconds)."""
     seed_everything(config.train.seed, config.train.deterministic)
-    model = build_model(log, config, device, init_state)
-    data = prepare_data(log, config, device)
-    optimizer, scheduler = optimizer_and_schedule(model, len(data.windows), config, config.train.epochs)
-    rng, sequences, started = np.random.default_rng(config.train.seed), 0, time.perf_counter()
+    rank, world = distributed.rank_and_world()
+    if isinstance(log, EventLog):
+        whole = readable_log(log, config.model)
+        source = InMemoryData(distributed.own_users(whole, rank, world), config, device)
+    else:
+        whole = log.load(0)
+        source = StreamedData(log, distributed.own_shards(log.n_shards, rank, world),
+                              lambda shard: recent_readable(shard, config, log.max_timestamp), config, device)
+    model = build_model(whole, config, device, init_state)
+    step = distributed.parallel(BatchLoss(model), device)
+    optimizer, scheduler = optimizer_and_schedule(model, source.n_windows, config, config.train.epochs)
+    rng, sequences, started = np.random.default_rng(config.train.seed + rank), 0, time.perf_counter()
     for epoch in range(1, epochs + 1):
-        losses, seen = run_epoch(model, data, optimizer, scheduler, config, rng, f"refit {epoch}/{epochs}",
+        losses, seen = run_epoch(step, source, optimizer, scheduler, config, rng, f"refit {epoch}/{epochs}",
                                  show_progress)
         sequences += seen
         logger.info("refit epoch %d loss %.4f", epoch, float(np.mean(losses)) if losses else 0.0)

@@ -131,3 +131,32 @@ def test_a_baseline_encoder_is_not_told_tbgrecall_s_layout(write_csv, tmp_path, 
     assert code == 0 and "model.layout" not in capsys.readouterr().out
     recorded = {c["setting"] for c in json.loads((tmp_path / "run" / "metrics.json").read_text())["settings_chosen"]}
     assert "loss.retrieval" in recorded and not any(setting.startswith("model.") for setting in recorded)
+
+
+@pytest.mark.integration
+def test_a_parquet_log_past_shard_events_is_streamed_and_its_run_recommends(tiny_world, tmp_path, capsys):
+    events = pd.read_parquet(tiny_world / "events.parquet")
+    (tmp_path / "log").mkdir()
+    events.iloc[: len(events) // 2].to_parquet(tmp_path / "log" / "a.parquet")
+    events.iloc[len(events) // 2:].to_parquet(tmp_path / "log" / "b.parquet")
+    run = tmp_path / "run"
+    code = main(["train", "--events", str(tmp_path / "log"), "--items", str(tiny_world / "items.parquet"),
+                 "--out", str(run), "--epochs", "1", "--shard-events", str(len(events) // 3 + 1), "--threads", "2"])
+    assert code == 0
+    assert "streamed in 3 user shards" in capsys.readouterr().out
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["data"]["user_shards"] == 3 and metrics["events"] == len(events)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["log", "run"]  # the shards are gone
+    out = tmp_path / "recs.csv"
+    assert main(["recommend", "--run", str(run), "--events", str(tmp_path / "log"), "--k", "5", "--out",
+                 str(out)]) == 0
+    recommendations = pd.read_csv(out)
+    assert recommendations["user_id"].nunique() == events["user_id"].nunique()
+
+
+def test_shard_events_must_be_a_positive_integer(write_csv, tmp_path, capsys):
+    events = write_csv([{"user_id": "u", "item_id": "i"}])
+    config = tmp_path / "train.toml"
+    config.write_text('[train]\nshard_events = "many"\n')
+    assert main(["train", "--events", str(events), "--out", str(tmp_path / "run"), "--config", str(config)]) == 2
+    assert "train.shard_events must be a positive integer, got 'many'" in capsys.readouterr().err

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from contract.events import load_events
+from contract.user_shards import write_user_shards
 from evaluation.evaluate import evaluate
 from evaluation.popularity import PopularModel
 from evaluation.splits import leave_one_out, temporal_split
@@ -33,6 +34,24 @@ def test_a_short_training_run_beats_popularity(small_world):
                               [50])
     assert model.overall["recall@50"] > 1.2 * popular.overall["recall@50"]
     assert [row["epoch"] for row in result.history] == list(range(1, len(result.history) + 1))
+
+
+@pytest.mark.e2e  # the same learning-quality check, on a log streamed from disk in shards of users
+def test_a_log_streamed_in_user_shards_learns(small_world, tmp_path):
+    directory, _ = small_world
+    log = load_events(directory / "events.parquet", directory / "items.parquet")
+    split = temporal_split(log)
+    events = pd.read_parquet(directory / "events.parquet")
+    events[events["timestamp"] < split.train.timestamp.max()].to_parquet(tmp_path / "train.parquet")
+    shards = write_user_shards(tmp_path / "train.parquet", directory / "items.parquet", tmp_path / "shards",
+                               shard_events=len(split.train) // 3, session_gap_s=1800, show_progress=False)
+    assert shards.n_shards >= 3
+    result = train(shards, small_config(epochs=6, patience=6), protocol="temporal", show_progress=False)
+    # The model is scored on the whole log's codes: the shards share its item vocabulary, in the same order.
+    assert shards.vocabs.items.ids == log.vocabs.items.ids[:len(shards.vocabs.items.ids)]
+    popular, model = evaluate(split, [PopularModel().fit(split.train), EncoderRecommender(result.model, split.train)],
+                              [50])
+    assert model.overall["recall@50"] > 1.2 * popular.overall["recall@50"]
 
 
 def test_temporal_validation_includes_users_first_seen_in_the_holdout(write_csv):

@@ -1,0 +1,80 @@
+"""Data-parallel training: two real gloo processes on one machine, as `recall train --nproc 2` and torchrun run."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from training.pipeline import TrainRequest, train_run
+
+WORLD = 2
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _rank_main(rank: int, port: int, directory: str, out_root: str) -> None:
+    """One rank, with the environment torchrun gives it; keeps its model beside the runs for the test to compare."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    trained = train_run(TrainRequest(
+        events=Path(directory, "events.parquet"), items=Path(directory, "items.parquet"),
+        out=Path(out_root, f"run-{rank}"),
+        overrides={"train.epochs": 1, "train.deterministic": True, "train.threads": 1, "train.batch_size": 32,
+                   "model.dim": 32, "model.n_heads": 2}))
+    torch.save(trained.model.state_dict(), f"{out_root}/model-of-rank-{rank}.pt")
+
+
+@pytest.mark.integration
+def test_two_processes_train_one_model_and_only_rank_0_writes_the_run(tiny_world, tmp_path):
+    mp.spawn(_rank_main, args=(_free_port(), str(tiny_world), str(tmp_path)), nprocs=WORLD, join=True)
+
+    # Each rank trained on its own users, yet gradients were averaged: both hold the same weights.
+    states = [torch.load(tmp_path / f"model-of-rank-{rank}.pt") for rank in range(WORLD)]
+    assert states[0].keys() == states[1].keys()
+    for name in states[0]:
+        assert torch.equal(states[0][name], states[1][name]), name
+    # Rank 0 wrote its run; rank 1, asked to write elsewhere, wrote nothing (no run, no temporary directory).
+    assert json.loads((tmp_path / "run-0" / "metrics.json").read_text())["world_size"] == WORLD
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model-of-rank-0.pt", "model-of-rank-1.pt", "run-0"]
+    saved = torch.load(tmp_path / "run-0" / "model.pt")
+    assert all(torch.equal(saved[name], states[0][name].cpu()) for name in saved)
+
+
+@pytest.mark.integration
+def test_recall_train_nproc_2_runs_under_torchs_launcher(tiny_world, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "cli", "train", "--events", str(tiny_world / "events.parquet"),
+         "--items", str(tiny_world / "items.parquet"), "--out", str(tmp_path / "run"), "--epochs", "2",
+         "--nproc", "2", "--deterministic", "--batch-size", "32"],
+        capture_output=True, text=True, timeout=300, cwd=os.getcwd())
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["world_size"] == 2
+    assert np.isfinite(metrics["validation"]["ndcg@10"])
+    assert "2 processes" in result.stdout
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["run"]  # no shard or temporary directory left
+
+
+@pytest.mark.integration
+def test_bad_input_under_the_launcher_still_exits_2_naming_the_file_row_and_column_once(write_csv, tmp_path):
+    events = write_csv([{"user_id": "u1", "item_id": "i1", "action": "click"},
+                        {"user_id": "u2", "item_id": "i2", "action": "zap"}])
+    result = subprocess.run([sys.executable, "-m", "cli", "train", "--events", str(events), "--out",
+                             str(tmp_path / "run"), "--nproc", "2"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.count(f"{events}, row 2, column 'action': unknown action 'zap'") == 1
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
