@@ -71,7 +71,7 @@ def train_run(request: TrainRequest, console: Console | None = None) -> TrainedR
     rank, world = distributed.rank_and_world()
     if rank != 0:
         console = Console(quiet=True)
-    shard_dir = request.out.with_name(f".{request.out.name}.shards")
+    shard_dir = distributed.from_main(request.out.with_name(f".{request.out.name}.shards"))  # rank 0 writes it
     try:
         log = _open_log(request, parent, file_settings, shard_dir, world, console)
         config, choices = distributed.from_main(layered_config(request, parent, file_settings, log))

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -25,7 +26,7 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _rank_main(rank: int, port: int, directory: str, out_root: str) -> None:
+def _rank_main(rank: int, port: int, directory: str, out_root: str, shard_events: int | None) -> None:
     """One rank, with the environment torchrun gives it; keeps its model beside the runs for the test to compare."""
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port), OMP_NUM_THREADS="1")
@@ -33,13 +34,16 @@ def _rank_main(rank: int, port: int, directory: str, out_root: str) -> None:
         events=Path(directory, "events.parquet"), items=Path(directory, "items.parquet"),
         out=Path(out_root, f"run-{rank}"),
         overrides={"train.epochs": 1, "train.deterministic": True, "train.threads": 1, "train.batch_size": 32,
-                   "model.dim": 32, "model.n_heads": 2}))
+                   "model.dim": 32, "model.n_heads": 2, "train.shard_events": shard_events}))
     torch.save(trained.model.state_dict(), f"{out_root}/model-of-rank-{rank}.pt")
 
 
 @pytest.mark.integration
-def test_two_processes_train_one_model_and_only_rank_0_writes_the_run(tiny_world, tmp_path):
-    mp.spawn(_rank_main, args=(_free_port(), str(tiny_world), str(tmp_path)), nprocs=WORLD, join=True)
+@pytest.mark.parametrize("streamed", [False, True], ids=["in-memory", "streamed-user-shards"])
+def test_two_processes_train_one_model_and_only_rank_0_writes_the_run(tiny_world, tmp_path, streamed):
+    events = len(pd.read_parquet(tiny_world / "events.parquet", columns=["user_id"]))
+    shard_events = events // 4 + 1 if streamed else None  # 4 shards: 2 per rank
+    mp.spawn(_rank_main, args=(_free_port(), str(tiny_world), str(tmp_path), shard_events), nprocs=WORLD, join=True)
 
     # Each rank trained on its own users, yet gradients were averaged: both hold the same weights.
     states = [torch.load(tmp_path / f"model-of-rank-{rank}.pt") for rank in range(WORLD)]
@@ -47,7 +51,8 @@ def test_two_processes_train_one_model_and_only_rank_0_writes_the_run(tiny_world
     for name in states[0]:
         assert torch.equal(states[0][name], states[1][name]), name
     # Rank 0 wrote its run; rank 1, asked to write elsewhere, wrote nothing (no run, no temporary directory).
-    assert json.loads((tmp_path / "run-0" / "metrics.json").read_text())["world_size"] == WORLD
+    metrics = json.loads((tmp_path / "run-0" / "metrics.json").read_text())
+    assert metrics["world_size"] == WORLD and metrics["data"]["user_shards"] == (4 if streamed else None)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model-of-rank-0.pt", "model-of-rank-1.pt", "run-0"]
     saved = torch.load(tmp_path / "run-0" / "model.pt")
     assert all(torch.equal(saved[name], states[0][name].cpu()) for name in saved)
