@@ -58,19 +58,31 @@ def test_two_processes_train_one_model_and_only_rank_0_writes_the_run(tiny_world
     assert all(torch.equal(saved[name], states[0][name].cpu()) for name in saved)
 
 
-@pytest.mark.integration
-def test_recall_train_nproc_2_runs_under_torchs_launcher(tiny_world, tmp_path):
-    result = subprocess.run(
+def _recall_train(tiny_world, out, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
         [sys.executable, "-m", "cli", "train", "--events", str(tiny_world / "events.parquet"),
-         "--items", str(tiny_world / "items.parquet"), "--out", str(tmp_path / "run"), "--epochs", "2",
-         "--nproc", "2", "--deterministic", "--batch-size", "32"],
-        capture_output=True, text=True, timeout=300, cwd=os.getcwd())
-    assert result.returncode == 0, result.stderr[-3000:]
+         "--items", str(tiny_world / "items.parquet"), "--out", str(out), "--nproc", "2", "--deterministic",
+         "--batch-size", "32", *extra], capture_output=True, text=True, timeout=300, cwd=os.getcwd())
+
+
+@pytest.mark.integration
+def test_recall_train_nproc_2_runs_under_torchs_launcher_warm_starts_and_repeats(tiny_world, tmp_path):
+    first = _recall_train(tiny_world, tmp_path / "run", "--epochs", "2")
+    assert first.returncode == 0, first.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["world_size"] == 2
     assert np.isfinite(metrics["validation"]["ndcg@10"])
-    assert "2 processes" in result.stdout
+    assert "2 processes" in first.stdout
     assert sorted(path.name for path in tmp_path.iterdir()) == ["run"]  # no shard or temporary directory left
+
+    # A warm start from it, twice: deterministic at the same number of processes, and it starts from the parent.
+    for name in ("again-1", "again-2"):
+        warm = _recall_train(tiny_world, tmp_path / name, "--epochs", "1", "--init-from", str(tmp_path / "run"))
+        assert warm.returncode == 0, warm.stderr[-3000:]
+    states = [torch.load(tmp_path / name / "model.pt") for name in ("run", "again-1", "again-2")]
+    assert all(torch.equal(states[1][name], states[2][name]) for name in states[1])
+    assert not all(torch.equal(states[0][name], states[1][name]) for name in states[0])
+    assert json.loads((tmp_path / "again-1" / "metrics.json").read_text())["parent_run"] == str(tmp_path / "run")
 
 
 @pytest.mark.integration
