@@ -1,6 +1,6 @@
 """Training past one machine's memory and past one process: peak memory against log size, and data-parallel speed.
 
-    python bench/scale.py [--sizes 1,5,20] [--epochs 3] [--skip-ddp]
+    python bench/scale.py [--sizes 1,5,20] [--epochs 3] [--part all|memory|processes]
 
 Memory. Synthetic logs of 1M, 5M and 20M events: Parquet directories of 1M-event files, each file a world of
 7,500 users over one 5,000-item catalogue. Each log is measured in a fresh process, two ways:
@@ -166,7 +166,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1,5,20", help="log sizes in millions of events")
     parser.add_argument("--epochs", type=int, default=3, help="epochs of each `recall train --nproc N` run")
-    parser.add_argument("--skip-ddp", action="store_true", help="memory rows only")
+    parser.add_argument("--part", choices=("all", "memory", "processes"), default="all",
+                        help="measure one part; the other keeps its figures from the last scale.json")
     parser.add_argument("--child", choices=("memory", "streamed"), help=argparse.SUPPRESS)
     parser.add_argument("--events", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--items", type=Path, help=argparse.SUPPRESS)
@@ -175,39 +176,48 @@ def main() -> None:
         print(json.dumps(measure(args.child, args.events, args.items)))
         return
     console = make_console()
-    sizes = [int(size) for size in args.sizes.split(",")]
+    results_path = RESULTS / "scale.json"
+    last = json.loads(results_path.read_text()) if results_path.exists() else {}
+    memory_rows = measure_memory(console, [int(size) for size in args.sizes.split(",")]) \
+        if args.part in ("all", "memory") else last.get("memory", [])
+    process_rows = measure_processes(console, args.epochs) if args.part in ("all", "processes") \
+        else last.get("processes", [])
+    RESULTS.mkdir(exist_ok=True)
+    results_path.write_text(json.dumps({"memory": memory_rows, "processes": process_rows, "cores": os.cpu_count()},
+                                       indent=2))
+
+
+def measure_memory(console, sizes: list[int]) -> list[dict]:
     with console.status("writing the synthetic logs"):
         files = write_logs(max(sizes))
-    memory_rows = []
+    rows = []
     for size in sizes:
         for mode in ("memory", "streamed"):
             with console.status(f"{size}M events, {mode}"):
-                memory_rows.append(measure_in_child(mode, log_of(files, size), DATA / "items.parquet"))
-            console.print(memory_rows[-1])
+                rows.append(measure_in_child(mode, log_of(files, size), DATA / "items.parquet"))
     table = Table(title="training memory and data-path speed by log size (one process, one thread)")
     for column in ("events", "mode", "peak RSS (MiB)", "events/s (data path)", "windows"):
         table.add_column(column, justify="right")
-    for row in memory_rows:
+    for row in rows:
         table.add_row(f"{row['events']:,}", row["mode"], f"{row['peak_rss_mb']:,.0f}",
                       f"{row['events_per_second']:,.0f}", f"{row['windows']:,}")
     console.print(table)
     RESULTS.mkdir(exist_ok=True)
-    plot(memory_rows, RESULTS / "scale.png")
-    process_rows = []
-    if not args.skip_ddp:
-        with tempfile.TemporaryDirectory() as scratch:
-            for nproc in (1, 2):
-                process_rows.append(train_processes(nproc, args.epochs, Path(scratch) / f"run-{nproc}"))
-        table = Table(title=f"recall train --nproc N on the synthetic world, {args.epochs} epochs, seed 0")
-        for column in ("processes", "sequences/s (all)", "validation NDCG@10", "user shards", "wall s"):
-            table.add_column(column, justify="right")
-        for row in process_rows:
-            table.add_row(str(row["nproc"]), f"{row['sequences_per_second']:,.0f}", f"{row['ndcg@10']:.4f}",
-                          str(row["user_shards"]), f"{row['wall_seconds']:,.0f}")
-        console.print(table)
-    (RESULTS / "scale.json").write_text(json.dumps({"memory": memory_rows, "processes": process_rows,
-                                                    "cores": os.cpu_count()}, indent=2))
+    plot(rows, RESULTS / "scale.png")
+    return rows
 
+
+def measure_processes(console, epochs: int) -> list[dict]:
+    with tempfile.TemporaryDirectory() as scratch:
+        rows = [train_processes(nproc, epochs, Path(scratch) / f"run-{nproc}") for nproc in (1, 2)]
+    table = Table(title=f"recall train --nproc N on the synthetic world, {epochs} epochs, seed 0")
+    for column in ("processes", "sequences/s (all)", "validation NDCG@10", "user shards", "wall s"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(str(row["nproc"]), f"{row['sequences_per_second']:,.0f}", f"{row['ndcg@10']:.4f}",
+                      str(row["user_shards"]), f"{row['wall_seconds']:,.0f}")
+    console.print(table)
+    return rows
 
 if __name__ == "__main__":
     main()
