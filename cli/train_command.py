@@ -48,7 +48,7 @@ def run_train(args: argparse.Namespace) -> int:
         for path in (args.events, args.items, args.config):
             if path is not None and not path.exists():  # said once, before starting processes that would each say it
                 raise DataError(str(path), "file not found")
-        return launch(args.nproc, args.argv)
+        return launch(args.nproc, args.argv, args.out)
     from training.pipeline import TrainRequest, train_run
 
     overrides = {"model.encoder": args.encoder, "loss.retrieval": args.loss, "train.epochs": args.epochs,
@@ -70,13 +70,16 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def launch(nproc: int, argv: list[str]) -> int:
+def launch(nproc: int, argv: list[str], out: Path) -> int:
     """Run this same command in `nproc` local processes under torch's launcher (what `torchrun` runs); the exit code
-    is the first failed rank's (2 for bad input, as alone)."""
+    is the worst failed rank's (2 for bad input, as alone; 1 for a rank killed by a signal)."""
     import logging
+    import shutil
 
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import main as torchrun
+
+    from training.pipeline import shard_directory
 
     command = [arg for i, arg in enumerate(argv) if arg != "--nproc" and (i == 0 or argv[i - 1] != "--nproc")
                and not arg.startswith("--nproc=")]
@@ -86,5 +89,7 @@ def launch(nproc: int, argv: list[str]) -> int:
     try:
         torchrun(["--standalone", f"--nproc-per-node={nproc}", "-m", "cli", *command])
     except ChildFailedError as error:
-        return max(failure.exitcode for failure in error.failures.values()) or 1
+        return max(max(failure.exitcode for failure in error.failures.values()), 1)
+    finally:
+        shutil.rmtree(shard_directory(out), ignore_errors=True)  # a rank stopped by a signal leaves them
     return 0

@@ -39,11 +39,18 @@ def read_table(path: str | Path, required: tuple[str, ...]) -> pd.DataFrame:
     return frame
 
 
-def _read_directory(directory: Path, required: tuple[str, ...]) -> pd.DataFrame:
+def parquet_files(directory: Path) -> list[Path]:
+    """The Parquet files a directory holds as one log, recursively, in path order; hidden ones (a writer's
+    temporary files) are left out."""
     files = sorted(p for p in directory.rglob("*") if p.suffix in PARQUET_SUFFIXES and p.is_file()
-                   and not any(part.startswith(".") for part in p.relative_to(directory).parts))  # not temp files
+                   and not any(part.startswith(".") for part in p.relative_to(directory).parts))
     if not files:
         raise DataError(str(directory), "directory holds no Parquet files (*.parquet, *.pq)")
+    return files
+
+
+def _read_directory(directory: Path, required: tuple[str, ...]) -> pd.DataFrame:
+    files = parquet_files(directory)
     frames = [read_table(file, required) for file in files]
     frame = pd.concat(frames, ignore_index=True)
     frame.attrs["parts"] = [(str(file), len(part)) for file, part in zip(files, frames, strict=True)]

@@ -42,7 +42,7 @@ from contract.events import (
     _warn_unknown,
     sessionize,
 )
-from contract.table_io import PARQUET_SUFFIXES, read_table
+from contract.table_io import PARQUET_SUFFIXES, parquet_files, read_table
 from contract.vocab import Vocabularies, Vocabulary
 
 BATCH_ROWS = 1 << 20
@@ -62,7 +62,16 @@ def is_streamable(path: str | Path) -> bool:
 
 def count_rows(path: str | Path) -> int:
     """Rows of a Parquet log from the files' footers, without reading the data."""
-    return _dataset(Path(path)).count_rows()
+    return sum(_footer_rows(file) for file in log_files(Path(path)))
+
+
+def log_files(path: Path) -> list[Path]:
+    """The files of a Parquet log: the file itself, or what `read_table` reads of a directory, in its order."""
+    if path.is_dir():
+        return parquet_files(path)
+    if not path.is_file():
+        raise DataError(str(path), "file not found")
+    return [path]
 
 
 @dataclass
@@ -109,7 +118,7 @@ class UserShards:
         manifest = json.loads((directory / "manifest.json").read_text())
         items_path = manifest.pop("items_path")
         return cls(directory=directory, vocabs=Vocabularies.load(directory / "vocabularies.json"),
-                   item_events=np.load(directory / "item_events.npy"),
+                   item_events=np.load(directory / "item_events.npy", allow_pickle=False),
                    items_path=Path(items_path) if items_path else None, **manifest)
 
 
@@ -124,10 +133,11 @@ def write_user_shards(events_path: str | Path, items_path: str | Path | None, di
     if item_frame is not None:
         _check_unique(item_frame, Columns.item, str(items_path))
         vocabs.items.encode(item_frame[Columns.item])
-    dataset = _dataset(events_path)
-    events = dataset.count_rows()
+    files = log_files(events_path)
+    events = sum(_footer_rows(file) for file in files)
     if events == 0:
         raise DataError(str(events_path), "the log has no rows")
+    dataset = ds.dataset([str(file) for file in files], format="parquet")
     n_shards = max(1, math.ceil(events / shard_events))
     directory.mkdir(parents=True, exist_ok=True)
     writers: dict[int, pq.ParquetWriter] = {}
@@ -136,11 +146,16 @@ def write_user_shards(events_path: str | Path, items_path: str | Path | None, di
     max_timestamp = 0
     bar = tqdm(total=events, desc="sharding users", unit="event", disable=None if show_progress else True)
     try:
-        for fragment in sorted(dataset.get_fragments(), key=lambda fragment: fragment.path):
+        rows_of_log_before = 0
+        for fragment in dataset.get_fragments():  # in the order of `files`
             rows_before = 0
             for batch in fragment.to_batches(batch_size=BATCH_ROWS):
-                frame = _validated(batch.to_pandas(), fragment.path, rows_before, bar.n, vocabs, columns_seen)
+                if batch.num_rows == 0:
+                    continue
+                frame = _validated(batch.to_pandas(), fragment.path, rows_before, rows_of_log_before, vocabs,
+                                   columns_seen)
                 rows_before += len(frame)
+                rows_of_log_before += len(frame)
                 item_events = _add_counts(item_events, frame[Columns.item].to_numpy())
                 max_timestamp = max(max_timestamp, int(frame[Columns.timestamp].max()))
                 shard_of_row = user_hash(frame[Columns.user]) % np.uint64(n_shards)
@@ -176,16 +191,13 @@ SHARD_SCHEMA = pa.schema([
 ])
 
 
-def _dataset(path: Path) -> ds.Dataset:
-    if not path.exists():
-        raise DataError(str(path), "file not found")
+def _footer_rows(file: Path) -> int:
+    if file.stat().st_size == 0:
+        raise DataError(str(file), "file is empty")
     try:
-        dataset = ds.dataset(path, format="parquet")  # skips hidden files (.tmp) as read_table does
+        return pq.ParquetFile(file).metadata.num_rows
     except (pa.ArrowInvalid, OSError) as error:
-        raise DataError(str(path), f"cannot read: {str(error).splitlines()[0]}") from None
-    if not dataset.files:
-        raise DataError(str(path), "directory holds no Parquet files (*.parquet, *.pq)")
-    return dataset
+        raise DataError(str(file), f"cannot read: {str(error).strip().splitlines()[0]}") from None
 
 
 def _validated(frame: pd.DataFrame, file: str, rows_before: int, rows_of_log_before: int, vocabs: Vocabularies,

@@ -9,6 +9,7 @@ its decision. `recall train --nproc N` starts N local processes through torch's 
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import timedelta
 
@@ -19,23 +20,30 @@ import torch.distributed as dist
 from contract.events import EventLog
 from contract.user_shards import user_hash
 
-# Rank 0 shards the log and validates while the others wait in a collective: far longer than a training step.
+# Rank 0 shards the log and validates while the others wait for it: far longer than a training step. Those waits
+# run on their own gloo group with this timeout; the training collectives keep torch's default, so a dead peer
+# stops the job in minutes, not hours.
 WAIT_FOR_RANK_0 = timedelta(hours=3)
+_waits: dist.ProcessGroup | None = None
 
 
 def join_from_environment(device: torch.device) -> None:
     """Join the process group the launcher describes (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT); nothing when
     the process runs alone."""
+    global _waits
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
         return
     if device.type == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=WAIT_FOR_RANK_0)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    _waits = dist.new_group(backend="gloo", timeout=WAIT_FOR_RANK_0)
 
 
 def leave() -> None:
+    global _waits
     if dist.is_initialized():
         dist.destroy_process_group()
+    _waits = None
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -49,17 +57,23 @@ def is_main() -> bool:
 
 
 def barrier() -> None:
+    """Wait for every rank (rank 0 sharding the log, writing the run)."""
     if dist.is_initialized():
-        dist.barrier()
+        dist.barrier(group=_waits)
 
 
 def from_main(value: object) -> object:
-    """Rank 0's `value` on every rank (the settings it chose, its early-stopping decision)."""
+    """Rank 0's `value` on every rank (the settings it chose, its early-stopping decision). It travels as JSON, not
+    pickle: no rank unpickles what arrives over the network. The other ranks wait here while rank 0 validates."""
     if not dist.is_initialized():
         return value
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
+    payload = json.dumps(value).encode() if is_main() else b""
+    size = torch.tensor([len(payload)], dtype=torch.int64)
+    dist.broadcast(size, src=0, group=_waits)
+    data = torch.frombuffer(bytearray(payload), dtype=torch.uint8) if is_main() else \
+        torch.empty(int(size.item()), dtype=torch.uint8)
+    dist.broadcast(data, src=0, group=_waits)
+    return json.loads(data.numpy().tobytes())
 
 
 def every_rank_has(flag: bool, device: torch.device) -> bool:

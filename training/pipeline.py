@@ -71,10 +71,10 @@ def train_run(request: TrainRequest, console: Console | None = None) -> TrainedR
     rank, world = distributed.rank_and_world()
     if rank != 0:
         console = Console(quiet=True)
-    shard_dir = distributed.from_main(request.out.with_name(f".{request.out.name}.shards"))  # rank 0 writes it
+    shard_dir = Path(distributed.from_main(str(shard_directory(request.out))))  # rank 0's: it writes the shards
     try:
         log = _open_log(request, parent, file_settings, shard_dir, world, console)
-        config, choices = distributed.from_main(layered_config(request, parent, file_settings, log))
+        config, choices = _from_main(*layered_config(request, parent, file_settings, log))
         print_choices(console, choices)
         if isinstance(log, EventLog) and config.train.recency_days > 0 and log.has_timestamp:
             log = log.take(log.timestamp >= log.timestamp.max() - config.train.recency_days * 86_400)
@@ -96,6 +96,17 @@ def train_run(request: TrainRequest, console: Console | None = None) -> TrainedR
                       sequences_per_second=result.sequences_per_second)
 
 
+def shard_directory(out: Path) -> Path:
+    """Where a streamed run's user shards live while it trains: beside the run, hidden, removed at the end."""
+    return out.with_name(f".{out.name}.shards")
+
+
+def _from_main(config: RunConfig, choices: list[Choice]) -> tuple[RunConfig, list[Choice]]:
+    """Rank 0's settings on every rank: the choice times this machine's matmuls, so ranks could pick apart."""
+    chosen = distributed.from_main({"config": config.to_dict(), "choices": [asdict(choice) for choice in choices]})
+    return RunConfig.from_dict(chosen["config"]), [Choice(**choice) for choice in chosen["choices"]]
+
+
 def _save(request: TrainRequest, config: RunConfig, choices: list[Choice], log: EventLog | UserShards,
           result: TrainResult, protocol: str, world: int) -> None:
     sample_log = log if isinstance(log, EventLog) else log.load(0)
@@ -115,22 +126,23 @@ def _save(request: TrainRequest, config: RunConfig, choices: list[Choice], log: 
 
 def _open_log(request: TrainRequest, parent: Run | None, file_settings: dict, shard_dir: Path, world: int,
               console: Console) -> EventLog | UserShards:
-    """The log held whole, or, past `train.shard_events` events of Parquet, sharded by user on disk (by rank 0;
-    the other ranks wait and open the shards)."""
+    """The log held whole, or sharded by user on disk: Parquet past `train.shard_events` events, and any Parquet
+    log with several ranks, so that rank 0 alone reads the input (an archive that grows while the job starts
+    cannot give two ranks two logs). The other ranks wait and open rank 0's shards."""
     shard_events = _setting(request, file_settings, "shard_events", TrainConfig.shard_events)
     if type(shard_events) is not int or shard_events < 1:
         raise DataError(str(request.config_file or "--shard-events"),
                         f"train.shard_events must be a positive integer, got {shard_events!r}")
     vocabs = parent.vocabs if parent else None
-    rows = count_rows(request.events) if is_streamable(request.events) else 0
-    if rows <= shard_events:
+    rows = count_rows(request.events) if distributed.is_main() and is_streamable(request.events) else 0
+    if not distributed.from_main(rows > shard_events or (world > 1 and rows > 0)):
         with console.status(f"loading {request.events}"):
             return load_events(request.events, request.items, session_gap_s=request.session_gap_s, vocabs=vocabs)
     if distributed.is_main():
         shutil.rmtree(shard_dir, ignore_errors=True)
-        # At least one shard per rank, so that every rank has users to train on.
-        shards_wanted = max(world, math.ceil(rows / shard_events))
-        write_user_shards(request.events, request.items, shard_dir, math.ceil(rows / shards_wanted),
+        # A whole number of shards per rank: the ranks stop an epoch together, when the first runs out of batches.
+        shards = math.ceil(max(1, math.ceil(rows / shard_events)) / world) * world
+        write_user_shards(request.events, request.items, shard_dir, math.ceil(rows / shards),
                           request.session_gap_s, vocabs, show_progress=console.is_terminal)
     distributed.barrier()
     return UserShards.open(shard_dir)

@@ -8,7 +8,7 @@ import pytest
 
 from contract.errors import DataError
 from contract.events import load_events
-from contract.user_shards import UserShards, write_user_shards
+from contract.user_shards import UserShards, count_rows, write_user_shards
 
 
 @pytest.fixture
@@ -79,3 +79,26 @@ def test_files_that_disagree_on_timestamps_are_refused(tmp_path):
     pd.DataFrame({"user_id": ["b"], "item_id": ["2"]}).to_parquet(tmp_path / "log" / "1.parquet")
     with pytest.raises(DataError, match="column timestamp is missing here but present in"):
         write_user_shards(tmp_path / "log", None, tmp_path / "shards", 10, 1800, show_progress=False)
+
+
+def test_without_timestamps_sessions_named_in_the_file_keep_row_order_across_files(tmp_path):
+    (tmp_path / "log").mkdir()
+    pd.DataFrame({"user_id": ["a", "a"], "item_id": ["1", "2"], "session_id": ["s1", "s2"]}).to_parquet(
+        tmp_path / "log" / "0.parquet")
+    pd.DataFrame({"user_id": ["a"], "item_id": ["3"], "session_id": ["s3"]}).to_parquet(tmp_path / "log" / "1.parquet")
+    part = write_user_shards(tmp_path / "log", None, tmp_path / "shards", 10, 1800, show_progress=False).load(0)
+    assert list(part.vocabs.items.decode(part.item)) == ["1", "2", "3"]
+    assert list(part.session) == [0, 1, 2]
+
+
+def test_a_directory_streams_the_files_load_events_reads_and_names_an_empty_one(tmp_path):
+    (tmp_path / "log" / "date=1").mkdir(parents=True)
+    pd.DataFrame({"user_id": ["a"], "item_id": ["1"]}).to_parquet(tmp_path / "log" / "date=1" / "_part.parquet")
+    pd.DataFrame({"user_id": ["b"], "item_id": ["2"]}).to_parquet(tmp_path / "log" / ".writing.parquet")
+    (tmp_path / "log" / "README.txt").write_text("not data")
+    assert count_rows(tmp_path / "log") == len(load_events(tmp_path / "log")) == 1
+    shards = write_user_shards(tmp_path / "log", None, tmp_path / "shards", 10, 1800, show_progress=False)
+    assert shards.events == 1
+    (tmp_path / "log" / "empty.parquet").write_bytes(b"")
+    with pytest.raises(DataError, match=r"empty\.parquet: file is empty"):
+        count_rows(tmp_path / "log")

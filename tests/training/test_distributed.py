@@ -26,12 +26,12 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _rank_main(rank: int, port: int, directory: str, out_root: str, shard_events: int | None) -> None:
+def _rank_main(rank: int, port: int, events: str, items: str, out_root: str, shard_events: int | None) -> None:
     """One rank, with the environment torchrun gives it; keeps its model beside the runs for the test to compare."""
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port), OMP_NUM_THREADS="1")
     trained = train_run(TrainRequest(
-        events=Path(directory, "events.parquet"), items=Path(directory, "items.parquet"),
+        events=Path(events), items=Path(items),
         out=Path(out_root, f"run-{rank}"),
         overrides={"train.epochs": 1, "train.deterministic": True, "train.threads": 1, "train.batch_size": 32,
                    "model.dim": 32, "model.n_heads": 2, "train.shard_events": shard_events}))
@@ -39,11 +39,20 @@ def _rank_main(rank: int, port: int, directory: str, out_root: str, shard_events
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("streamed", [False, True], ids=["in-memory", "streamed-user-shards"])
-def test_two_processes_train_one_model_and_only_rank_0_writes_the_run(tiny_world, tmp_path, streamed):
-    events = len(pd.read_parquet(tiny_world / "events.parquet", columns=["user_id"]))
-    shard_events = events // 4 + 1 if streamed else None  # 4 shards: 2 per rank
-    mp.spawn(_rank_main, args=(_free_port(), str(tiny_world), str(tmp_path), shard_events), nprocs=WORLD, join=True)
+@pytest.mark.parametrize("streamed", [False, True], ids=["csv-held-whole", "parquet-streamed-in-user-shards"])
+def test_two_processes_train_one_model_and_only_rank_0_writes_the_run(tiny_world, tmp_path_factory, streamed):
+    """With several ranks a Parquet log is always sharded by rank 0 (the other ranks never read the input); a CSV
+    log is read whole by each rank."""
+    inputs, tmp_path = tmp_path_factory.mktemp("inputs"), tmp_path_factory.mktemp("runs")
+    events = pd.read_parquet(tiny_world / "events.parquet")
+    if streamed:
+        events_path = tiny_world / "events.parquet"
+    else:
+        events_path = inputs / "events.csv"
+        events.to_csv(events_path, index=False)
+    shard_events = len(events) // 4 + 1 if streamed else None  # 4 shards: 2 per rank
+    mp.spawn(_rank_main, args=(_free_port(), str(events_path), str(tiny_world / "items.parquet"), str(tmp_path),
+                               shard_events), nprocs=WORLD, join=True)
 
     # Each rank trained on its own users, yet gradients were averaged: both hold the same weights.
     states = [torch.load(tmp_path / f"model-of-rank-{rank}.pt") for rank in range(WORLD)]
