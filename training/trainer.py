@@ -218,10 +218,12 @@ def train(log: EventLog | UserShards, config: RunConfig, protocol: str = "loo", 
     valid, source = training_source(log, config, protocol, device, rank, world)
     model = build_model(valid.train, config, device, init_state)
     step = distributed.parallel(BatchLoss(model), device)
-    _seed_rank(cfg.seed, rank, world)
     show_progress = show_progress and rank == 0
     optimizer, scheduler = optimizer_and_schedule(model, source.n_windows, config, cfg.epochs)
-    rng = np.random.default_rng(cfg.seed + rank)  # each rank its own batch order; reproducible at the same N
+    # Each rank its own batch order (reproducible at the same N). torch's random stream stays the same on every
+    # rank, so the negatives a batch shares are the same on all: the global batch is one process's batch, with
+    # one process's negatives, and N processes follow the single-process recipe.
+    rng = np.random.default_rng(cfg.seed + rank)
     metric_name = f"ndcg@{cfg.eval_k}"
     # Histories are built once; the weights change in place. Only rank 0 validates.
     validator = EncoderRecommender(model, valid.train) if rank == 0 else None
@@ -325,7 +327,6 @@ def refit(log: EventLog | UserShards, config: RunConfig, device: torch.device, i
                               lambda shard: recent_readable(shard, config, log.max_timestamp), config, device)
     model = build_model(whole, config, device, init_state)
     step = distributed.parallel(BatchLoss(model), device)
-    _seed_rank(config.train.seed, rank, world)
     optimizer, scheduler = optimizer_and_schedule(model, source.n_windows, config, config.train.epochs)
     rng, sequences, started = np.random.default_rng(config.train.seed + rank), 0, time.perf_counter()
     for epoch in range(1, epochs + 1):
@@ -334,14 +335,6 @@ def refit(log: EventLog | UserShards, config: RunConfig, device: torch.device, i
         sequences += seen
         logger.info("refit epoch %d loss %.4f", epoch, float(np.mean(losses)) if losses else 0.0)
     return model, sequences, time.perf_counter() - started
-
-
-def _seed_rank(seed: int, rank: int, world: int) -> None:
-    """With peers, each rank its own random stream from here on (negatives, dropout, masks), so the global batch
-    sees as many different negatives as one process would; the weights were made alike before (DDP copies rank
-    0's)."""
-    if world > 1:
-        torch.manual_seed(seed + rank)
 
 
 def _report(row: dict, metric_name: str, sequences_per_second: float, show_progress: bool) -> None:
