@@ -25,11 +25,19 @@ COMMAND_MODULES = (data_commands, train_command, recommend_command, evaluate_com
 USAGE_ERROR = 2
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except None: an unset option whose value is chosen elsewhere (for the log, by
+    the config file), which its help says."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 class RecallParser(argparse.ArgumentParser):
     """Every command's help shows each option's default; sub-commands are built with the same class."""
 
     def __init__(self, *args, **kwargs):
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
         super().__init__(*args, **kwargs)
 
 

@@ -34,6 +34,7 @@ def test_every_option_has_help_and_shows_its_default():
     train_help = io.StringIO()
     dict(subcommand_parsers(build_parser()))["recall train"].print_help(train_help)
     assert "(default: 30.0)" in train_help.getvalue()  # --time-budget
+    assert "(default: None)" not in train_help.getvalue()  # an unset option says where its value comes from
 
 
 def test_version(capsys):
