@@ -98,35 +98,68 @@ EPOCHS = {"synthetic": 30, "movielens-100k": 60, "trivago": 30, "yoochoose": 60,
 # RecTools pads every training sequence to its max_len (ours batch by length), and its softmax scores every padded
 # position. trivago's longest click history is 44, so 50 cuts nothing there and makes a run 4x cheaper: at 200
 # neither RecTools model had finished after an hour.
-RECTOOLS_MAX_LEN = {"trivago": 50}
+RECTOOLS_MAX_LEN = {"trivago": 50, "diginetica": 50}
+# RecTools' softmax scores every padded position against the catalogue: on Diginetica's 43k items an epoch would
+# take over an hour on this CPU, so it trains with gBCE over 256 negatives there, its own large-catalogue recipe.
+RECTOOLS_LOSS = {"diginetica": "gBCE"}
+# Diginetica's 186k users x 43k items make a full-softmax epoch of our tuned rows minutes long: they get twice the
+# default row's budget instead of an epoch bound they would never reach in a working session.
+TUNED_BUDGET_S = {"diginetica": 3600.0}
 MAX_LEN = 200  # tokens of history our encoders read, and RecTools' max_len where RECTOOLS_MAX_LEN has none
 
 
 TUNED_PATIENCE = 10  # the tuned rows' early stopping (their cached runs' keys hold it)
 
 
-def run_config(variant: Variant, epochs: int, seed: int = 0, patience: int = TUNED_PATIENCE) -> RunConfig:
+def run_config(variant: Variant, epochs: int, seed: int = 0, patience: int = TUNED_PATIENCE,
+               time_budget_s: float = 0.0) -> RunConfig:
     base = RunConfig(model=ModelConfig(dim=64, n_layers=2, n_heads=2, max_len=MAX_LEN, dropout=0.2),
                      loss=LossConfig(n_negatives=256),
-                     train=TrainConfig(epochs=epochs, batch_size=128, lr=1e-3, seed=seed, patience=patience))
+                     train=TrainConfig(epochs=epochs, batch_size=128, lr=1e-3, seed=seed, patience=patience,
+                                       time_budget_s=time_budget_s))
     return RunConfig(model=replace(base.model, **variant.model), loss=replace(base.loss, **variant.loss),
                      train=base.train)
 
 
-def code_key(config: RunConfig) -> dict:
-    """What a cached run is reused by: its configuration and the version of the code on its path."""
-    key = {**config.to_dict(), "code": CODE_VERSION}
+# Settings added after runs were cached, each group with the value that behaves as the code before it did (None:
+# any value, it cannot change results: streaming gives the same windows, BENCHMARKS.md). A run cached before a
+# group existed is found under the key without it, so adding a setting does not invalidate every cached run.
+LATER_SETTINGS = [{("train", "shard_events"): None},
+                  {("train", "time_budget_s"): 0.0, ("model", "layout"): "sessions"}]
+
+
+def code_keys(config: RunConfig) -> list[dict]:
+    """The keys a cached run of this configuration may be stored under, the current one first: its configuration
+    and the version of the code on its path, then the same without the settings added since, where they hold
+    their neutral values."""
+    settings = config.to_dict()
     path_version = PATH_VERSIONS.get((config.model.encoder, config.model.layout))
-    return key if path_version is None else {**key, "path_code": path_version}
+    versions = {"code": CODE_VERSION} if path_version is None else {"code": CODE_VERSION, "path_code": path_version}
+    keys = [{**settings, **versions}]
+    for group in LATER_SETTINGS:
+        if any(neutral is not None and settings[section][name] != neutral
+               for (section, name), neutral in group.items()):
+            break
+        settings = {section: dict(values) for section, values in settings.items()}
+        for section, name in group:
+            del settings[section][name]
+        keys.append({**settings, **versions})
+    return keys
 
 
-def cached(name: str, label: str, key: dict, compute, train_missing: bool = True) -> list[dict]:
+def cached(name: str, label: str, keys: list[dict], compute, train_missing: bool = True) -> list[dict]:
     """Rows of one model on one dataset, reused while its configuration is unchanged, so an interrupted run
-    resumes and a re-run only trains what changed. With `train_missing` False a run not yet made has no rows."""
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-    path = FINISHED_RUNS / f"{name}-{label.replace(' ', '_').replace('/', '_')}-{digest}.json"
-    if path.exists():
-        return json.loads(path.read_text())
+    resumes and a re-run only trains what changed. `keys`: where the run may be stored, the first for a new one.
+    With `train_missing` False a run not yet made has no rows."""
+
+    def path_of(key: dict) -> Path:
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+        return FINISHED_RUNS / f"{name}-{label.replace(' ', '_').replace('/', '_')}-{digest}.json"
+
+    for path in map(path_of, keys):
+        if path.exists():
+            return json.loads(path.read_text())
+    path = path_of(keys[0])
     if not train_missing:
         return []
     rows = compute()
@@ -158,11 +191,11 @@ class Plan:
     train_missing: bool = True  # False: only runs already in bench/quality_runs; the others say why they are missing
 
 
-def over_seeds(name: str, label: str, plan: Plan, key, compute) -> dict | None:
+def over_seeds(name: str, label: str, plan: Plan, keys, compute) -> dict | None:
     """One row: the model's cached or (as the plan says) freshly computed rows for seeds 0..plan.seeds-1, averaged
-    (None if none ran). `key(seed)` is the run's cache key, `compute(seed)` trains and scores it."""
+    (None if none ran). `keys(seed)` are the run's cache keys, `compute(seed)` trains and scores it."""
     rows = [row for seed in range(plan.seeds)
-            for row in cached(name, label, key(seed), lambda seed=seed: compute(seed), plan.train_missing)]
+            for row in cached(name, label, keys(seed), lambda seed=seed: compute(seed), plan.train_missing)]
     return mean_over_seeds(rows) if rows else None
 
 
@@ -186,7 +219,8 @@ def bench_dataset(name: str, plan: Plan, console) -> list[dict]:
                 chosen, _ = default_config(split.train, DEFAULT_BUDGET_S, pick_device("auto"))
                 patience = chosen.train.patience if plan.patience is None else plan.patience
                 return replace(chosen, train=replace(chosen.train, seed=seed, patience=patience))
-            return run_config(variant, plan.epochs or EPOCHS[name], seed, plan.patience or TUNED_PATIENCE)
+            return run_config(variant, plan.epochs or EPOCHS[name], seed, plan.patience or TUNED_PATIENCE,
+                              TUNED_BUDGET_S.get(name, 0.0))
 
         def train_variant(seed: int, variant=variant) -> list[dict]:
             console.print(f"[bold]{name}[/]: training {variant.label} (seed {seed})")
@@ -197,7 +231,7 @@ def bench_dataset(name: str, plan: Plan, console) -> list[dict]:
                      "valid_ndcg@10": trained.metrics.get("ndcg@10")}]
 
         row = over_seeds(name, variant.label, replace(plan, train_missing=plan.train_missing and not needs_gpu),
-                         lambda seed, config_of=config_of: code_key(config_of(seed)),
+                         lambda seed, config_of=config_of: code_keys(config_of(seed)),
                          train_variant)
         if row is None and needs_gpu:
             row = {"model": variant.label, "missing": f"needs a GPU for {log.n_items:,} items"}
@@ -205,15 +239,20 @@ def bench_dataset(name: str, plan: Plan, console) -> list[dict]:
                 console.print(f"{name}: {variant.label} not trained: it {row['missing']}")
         rows.append(row or {"model": variant.label, "missing": NOT_RUN})
     rectools_max_len = RECTOOLS_MAX_LEN.get(name, MAX_LEN)
+    rectools_loss = RECTOOLS_LOSS.get(name, "softmax")
+    # (the key names the loss only where it is not softmax, so the runs cached before it existed stay valid)
+    loss_key = {} if rectools_loss == "softmax" else {"loss": rectools_loss}
     for model_name in plan.rectools:
         row = over_seeds(name, f"rectools-{model_name}", plan,
-                         lambda seed: {"epochs": plan.rectools_epochs, "seed": seed, "max_len": rectools_max_len},
+                         lambda seed: [{"epochs": plan.rectools_epochs, "seed": seed, "max_len": rectools_max_len,
+                                        **loss_key}],
                          lambda seed, model_name=model_name: rectools_runner.evaluate_peer(
-                             split, model_name, KS, plan.rectools_epochs, console, seed, rectools_max_len))
+                             split, model_name, KS, plan.rectools_epochs, console, seed, rectools_max_len,
+                             rectools_loss))
         if row is not None:
             rows.append(row)
         elif not plan.train_missing:  # (when training, None means RecTools could not be installed: no row)
-            rows.append({"model": rectools_runner.LABELS[model_name], "missing": NOT_RUN})
+            rows.append({"model": f"{rectools_runner.LABELS[model_name]} ({rectools_loss})", "missing": NOT_RUN})
     return rows
 
 

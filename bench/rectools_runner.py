@@ -19,7 +19,7 @@ from evaluation.splits import Split, viewed_items
 
 BENCH = Path(__file__).resolve().parent
 VENV = BENCH / ".cache" / "rectools-venv"
-LABELS = {"sasrec": "RecTools SASRec (softmax)", "hstu": "RecTools HSTU (softmax)"}
+LABELS = {"sasrec": "RecTools SASRec", "hstu": "RecTools HSTU"}
 
 
 def ensure_venv(console) -> Path | None:
@@ -32,7 +32,7 @@ def ensure_venv(console) -> Path | None:
 
 
 def evaluate_peer(split: Split, model: str, ks: list[int], epochs: int, console, seed: int,
-                  max_len: int) -> list[dict]:
+                  max_len: int, loss: str = "softmax") -> list[dict]:
     """Train RecTools' `model` ("sasrec" or "hstu") on the split's acted events; one result row, or none.
 
     RecTools cannot recommend for a user it never saw act (a new user, or one who was only shown items), nor for
@@ -59,7 +59,7 @@ def evaluate_peer(split: Split, model: str, ks: list[int], epochs: int, console,
                    "--users", str(folder / "users.csv"), "--out", str(folder / "recs.csv"),
                    "--json", str(folder / "meta.json"), "--model", model, "--dim", "64", "--layers", "2",
                    "--heads", "2", "--max-len", str(max_len), "--epochs", str(epochs), "--k", str(max(ks)),
-                   "--loss", "softmax", "--seed", str(seed)]
+                   "--loss", loss, "--seed", str(seed)]
         started = time.perf_counter()
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
@@ -74,7 +74,7 @@ def evaluate_peer(split: Split, model: str, ks: list[int], epochs: int, console,
     cold_share = 1.0 - scored_users / len(case_users)
     recommended = with_popular_for_cold(recs, split, max(ks))
     metrics = summarize(recommended, split.cases, ks, train.n_items)
-    label = LABELS[model]
+    label = f"{LABELS[model]} ({loss})"
     if cold_share:
         label += f", popular for {cold_share:.0%} cold users"
     return [{"model": label, **metrics, "train_seconds": meta.get("train_seconds", time.perf_counter() - started),

@@ -1,7 +1,7 @@
 import pytest
 
 from bench import quality
-from bench.quality import cached, markdown, mean_over_seeds, ndcg_cell
+from bench.quality import SASREC, cached, code_keys, markdown, mean_over_seeds, ndcg_cell, run_config
 
 
 def test_rows_of_several_seeds_become_their_mean_with_a_standard_error():
@@ -35,7 +35,20 @@ def test_the_markdown_table_marks_runs_not_made_yet_and_keeps_its_columns():
 def test_a_finished_run_is_reused_and_a_missing_one_is_trained_only_when_asked(tmp_path, monkeypatch):
     monkeypatch.setattr(quality, "FINISHED_RUNS", tmp_path)
     rows = [{"model": "SASRec", "ndcg@10": 0.08}]
-    key = {"epochs": 3}
-    assert cached("synthetic", "SASRec", key, lambda: pytest.fail("trained"), train_missing=False) == []
-    assert cached("synthetic", "SASRec", key, lambda: rows) == rows  # trained once and kept
-    assert cached("synthetic", "SASRec", key, lambda: pytest.fail("trained twice")) == rows
+    keys = [{"epochs": 3}]
+    assert cached("synthetic", "SASRec", keys, lambda: pytest.fail("trained"), train_missing=False) == []
+    assert cached("synthetic", "SASRec", keys, lambda: rows) == rows  # trained once and kept
+    assert cached("synthetic", "SASRec", keys, lambda: pytest.fail("trained twice")) == rows
+
+
+def test_a_setting_added_later_does_not_invalidate_the_runs_cached_before_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(quality, "FINISHED_RUNS", tmp_path)
+    rows = [{"model": "SASRec", "ndcg@10": 0.08}]
+    config = run_config(SASREC, epochs=30)
+    current, *earlier = code_keys(config)
+    assert "shard_events" in current["train"] and "shard_events" not in earlier[-1]["train"]
+    cached("synthetic", "SASRec", [earlier[-1]], lambda: rows)  # made by the code before those settings
+    assert cached("synthetic", "SASRec", code_keys(config), lambda: pytest.fail("retrained")) == rows
+    # ... but a run that sets one of them away from its old behaviour is a different run
+    config.train.time_budget_s = 600.0
+    assert cached("synthetic", "SASRec", code_keys(config), lambda: [], train_missing=False) == []
