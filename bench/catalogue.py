@@ -71,7 +71,7 @@ def build_catalogue(n_items: int, root: Path = CACHE / "service") -> tuple[Path,
         embedding = centres[centre_of_item] + 0.35 * rng.normal(size=(n_items + 1, DIM)).astype(np.float32)
         model.item_tower.item_embedding.weight.copy_(torch.from_numpy(embedding * 0.05))
         category = torch.from_numpy(centre_of_item % N_CATEGORIES + 1)
-        model.item_tower.set_side_info(category, torch.zeros(n_items + 1, dtype=torch.long))
+        model.item_tower.set_side_info({"item_category": category})
     histories = [synthetic_history(rng, n_items, 40, 1_767_000_000) for _ in range(32)]
     sample = encoder_inputs(histories, [h["sessions"][-1]["context"] for h in histories], ["home"] * 32,
                             np.full(32, 1_767_100_000), vocabs, SCHEMA)

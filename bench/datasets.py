@@ -95,8 +95,13 @@ def movielens(data: Path = SHARED_DATA) -> Prepared:
         ratings = ratings.sort_values(["user_id", "timestamp"], kind="stable")
         items = pd.read_csv(folder / "ml-100k.item.gz", sep="\t")
         items.columns = [c.split(":")[0] for c in items.columns]
-        items = pd.DataFrame({"item_id": items.item_id, "category": items["class"].fillna("").str.split().str[0],
-                              "title": items.movie_title})
+        genres = items["class"].fillna("").str.split()
+        # Every genre and the decade as attributes (issue 25's content tower); the first genre stays the category.
+        year = pd.to_numeric(items.release_year, errors="coerce")  # a few are "unknown"
+        attributes = genres.map(lambda names: [f"genre:{name}" for name in names]) + year.map(
+            lambda year: [f"decade:{int(year) // 10 * 10}"] if pd.notna(year) else [])
+        items = pd.DataFrame({"item_id": items.item_id, "category": genres.str[0], "title": items.movie_title,
+                              "attributes": attributes.str.join("|")})
         # No timestamp column: row order is time order and each rating is its own session.
         return ratings[["user_id", "item_id"]].reset_index(drop=True), items
 

@@ -17,11 +17,13 @@ class Columns:
     category = "category"
     seller = "seller"
     title = "title"
+    description = "description"
+    attributes = "attributes"  # "brand:12|cat:3|cat:7": several values, each a key:value token
 
     events_required = (user, item)
     events_optional = (session, timestamp, action, context, scenario, event_id)
     items_required = (item,)
-    items_optional = (category, seller, title)
+    items_optional = (category, seller, title, description, attributes)
 
 
 # Other libraries' names for contract columns, read as the contract's when the file lacks the contract's own:
@@ -32,6 +34,9 @@ COLUMN_ALIASES: dict[str, str] = {"datetime": Columns.timestamp}
 ACTIONS: tuple[str, ...] = ("show", "click", "cart", "pay")
 ACTION_CODES: dict[str, int] = {name: code for code, name in enumerate(ACTIONS)}
 SHOW, CLICK, CART, PAY = (ACTION_CODES[name] for name in ACTIONS)
+
+ATTRIBUTE_SEPARATOR = "|"
+MAX_ATTRIBUTES = 32  # per item: more are cut (a bag's mean over more barely moves)
 
 DEFAULT_CONTEXT = "<default>"
 DEFAULT_SCENARIO = "<default>"

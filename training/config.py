@@ -50,6 +50,16 @@ class ModelConfig:
     type_towers: bool = True  # separate context/item input towers and first-block projections
     previous_session: bool = True  # context tokens also carry the mean of the previous session's item inputs
     mask_prob: float = 0.2  # BERT4Rec: share of items masked in training
+    # Content in the item tower (issue 25): what an item is known by before anyone acts on it. An item with no
+    # training events gets no id embedding, so a new item's vector is its content's alone.
+    item_attributes: bool = False  # a mean bag of embeddings of the items file's `attributes` tokens
+    item_text: bool = False  # the frozen sentence encoder's vector of title + description, projected to dim
+    semantic_id_levels: int = 0  # > 0: residual k-means codes of the text vector, one learned embedding per code
+    id_dropout: float = 0.0  # share of items whose id embedding a training step drops (the content learns alone)
+
+    @property
+    def item_content(self) -> bool:
+        return self.item_attributes or self.item_text or self.semantic_id_levels > 0
 
 
 @dataclass
@@ -131,7 +141,8 @@ class RunConfig:
             raise ValueError("model.dim must be a multiple of model.n_heads")
         if self.model.max_len < 4:
             raise ValueError("model.max_len must be at least 4")
-        for name, value in (("model.dropout", self.model.dropout), ("model.mask_prob", self.model.mask_prob)):
+        for name, value in (("model.dropout", self.model.dropout), ("model.mask_prob", self.model.mask_prob),
+                            ("model.id_dropout", self.model.id_dropout)):
             if not 0 <= value < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {value}")
         for name, value in (("model.dim", self.model.dim), ("model.n_layers", self.model.n_layers),
@@ -142,6 +153,8 @@ class RunConfig:
                             ("train.lr", self.train.lr), ("train.shard_events", self.train.shard_events)):
             if value <= 0:
                 raise ValueError(f"{name} must be positive, got {value}")
+        if not 0 <= self.model.semantic_id_levels <= 8:
+            raise ValueError(f"model.semantic_id_levels must be 0 (none) to 8, got {self.model.semantic_id_levels}")
         if self.train.epochs < 0:
             raise ValueError(f"train.epochs must be 0 (an untrained model) or more, got {self.train.epochs}")
         return self

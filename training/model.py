@@ -19,9 +19,10 @@ class RecallModel(nn.Module):
         super().__init__()
         self.config = config
         self.sizes = dict(sizes)
-        self.item_tower = ItemTower(sizes["items"], sizes["categories"], sizes["sellers"], config.dim)
+        self.item_tower = ItemTower(config, sizes)
         self.encoder = ENCODER_CLASSES[config.encoder](config, sizes, self.item_tower)
         self.task_bias = nn.Parameter(torch.zeros(2))  # L_click, L_pay logit offsets
+        self.content_stats: dict = {}  # what the item content held at training (text coverage, semantic ids)
 
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, T) int64 features -> (B, d) unit user vectors at the query token."""

@@ -116,6 +116,7 @@ def _save(request: TrainRequest, config: RunConfig, choices: list[Choice], log: 
                         "user_shards": None if isinstance(log, EventLog) else log.n_shards},
                "settings_chosen": [asdict(choice) for choice in choices],
                "world_size": world,
+               "item_content": result.model.content_stats,
                "train_seconds": round(result.seconds, 1),
                "sequences_per_second": round(result.sequences_per_second, 1),
                "parent_run": str(request.init_from) if request.init_from else None}

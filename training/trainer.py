@@ -24,6 +24,7 @@ from evaluation.evaluate import evaluate
 from evaluation.splits import Split, holdout_time, leave_one_out, sample_cases, temporal_split
 from training import distributed
 from training.config import LossConfig, RunConfig, readable_log, uses_context_tokens
+from training.item_content import item_content
 from training.losses import log_item_frequency, total_loss
 from training.model import RecallModel, grow_state
 from training.recommender import EncoderRecommender, to_tensors
@@ -109,8 +110,9 @@ class InMemoryData:
     def __init__(self, log: EventLog, config: RunConfig, device: torch.device):
         self.data = prepare_data(log, config)
         self.n_windows = int(distributed.total(len(self.data.windows), device))  # over all ranks
-        counts = distributed.total(np.bincount(self.data.tokens.features["item"], minlength=log.n_items), device)
-        self.item_log_prob = log_item_frequency(torch.as_tensor(counts, device=device))
+        self.item_counts = distributed.total(np.bincount(self.data.tokens.features["item"], minlength=log.n_items),
+                                             device)
+        self.item_log_prob = log_item_frequency(torch.as_tensor(self.item_counts, device=device))
 
     def parts(self, rng: np.random.Generator) -> Iterator[TrainingData]:
         yield self.data
@@ -128,6 +130,7 @@ class StreamedData:
         first = len(prepare_data(train_part(shards.load(int(shard_ids[0]))), config).windows) if len(shard_ids) else 0
         self.n_windows = int(distributed.from_main(first * shards.n_shards))
         # In-batch logQ from the events per item over the whole log, counted by the sharding pass.
+        self.item_counts = shards.item_events
         self.item_log_prob = log_item_frequency(torch.from_numpy(shards.item_events).to(device))
 
     def parts(self, rng: np.random.Generator) -> Iterator[TrainingData]:
@@ -159,13 +162,18 @@ class BatchLoss(torch.nn.Module):
         return total + sum(parameter.sum() for parameter in self.model.parameters()) * 0.0
 
 
-def build_model(log: EventLog, config: RunConfig, device: torch.device, init_state: dict | None) -> RecallModel:
-    model = RecallModel(config.model, log.vocabs.sizes() | {"items": log.n_items}).to(device)
-    model.item_tower.set_side_info(torch.from_numpy(_padded(log.items.category, log.n_items)),
-                                   torch.from_numpy(_padded(log.items.seller, log.n_items)))
+def build_model(log: EventLog, config: RunConfig, device: torch.device, init_state: dict | None,
+                item_counts: np.ndarray) -> RecallModel:
+    """A fresh (or warm-started) model whose item tower holds the log's side information and content.
+    `item_counts`: training events per item code over the whole log."""
+    content = item_content(log.items, log.n_items, item_counts, config.model, config.train.seed)
+    model = RecallModel(config.model, log.vocabs.sizes() | {"items": log.n_items} | content.sizes).to(device)
     if init_state is not None:
         grown = grow_state(init_state, model)
         logger.info("warm start; grown tables: %s", ", ".join(grown) or "none")
+    # Side information is the items file's now, not the warm start's.
+    model.item_tower.set_side_info({name: values.to(device) for name, values in content.side_info.items()})
+    model.content_stats = content.stats
     return model
 
 
@@ -216,7 +224,7 @@ def train(log: EventLog | UserShards, config: RunConfig, protocol: str = "loo", 
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
     valid, source = training_source(log, config, protocol, device, rank, world)
-    model = build_model(valid.train, config, device, init_state)
+    model = build_model(valid.train, config, device, init_state, source.item_counts)
     step = distributed.parallel(BatchLoss(model), device)
     show_progress = show_progress and rank == 0
     optimizer, scheduler = optimizer_and_schedule(model, source.n_windows, config, cfg.epochs)
@@ -325,7 +333,7 @@ def refit(log: EventLog | UserShards, config: RunConfig, device: torch.device, i
         whole = log.load(0)
         source = StreamedData(log, distributed.own_shards(log.n_shards, rank, world),
                               lambda shard: recent_readable(shard, config, log.max_timestamp), config, device)
-    model = build_model(whole, config, device, init_state)
+    model = build_model(whole, config, device, init_state, source.item_counts)
     step = distributed.parallel(BatchLoss(model), device)
     optimizer, scheduler = optimizer_and_schedule(model, source.n_windows, config, config.train.epochs)
     rng, sequences, started = np.random.default_rng(config.train.seed + rank), 0, time.perf_counter()
@@ -342,7 +350,3 @@ def _report(row: dict, metric_name: str, sequences_per_second: float, show_progr
     if show_progress:
         tqdm.write(f"epoch {row['epoch']}: loss {row['loss']:.4f}  valid {metric_name} {row[metric_name]:.4f}  "
                    f"({sequences_per_second:.0f} seq/s)")
-
-
-def _padded(values: np.ndarray, length: int) -> np.ndarray:
-    return np.pad(values, (0, length - len(values))).astype(np.int64)

@@ -230,3 +230,23 @@ def test_concurrent_writers_of_one_table_leave_a_whole_file(tmp_path):
     for writer in writers:
         writer.join()
     assert len(read_table(target, ("item_id",))) == 50_000 and [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
+def test_items_file_text_and_multi_valued_attributes(write_csv):
+    items = write_csv([{"item_id": 1, "title": "red shoe", "description": "leather",
+                        "attributes": "brand:7|cat:3|cat:3"},
+                       {"item_id": 2, "title": "cap", "description": "", "attributes": " cat:3 | size:m "},
+                       {"item_id": 3, "title": "", "description": "", "attributes": ""}], "items.csv")
+    log = load_events(write_csv([{"user_id": 1, "item_id": 1}, {"user_id": 1, "item_id": 99}]), items)
+    codes = {item: log.vocabs.items.code_of(item) for item in (1, 2, 3, 99)}
+
+    def attributes_of(item):
+        return {log.vocabs.attributes.ids[code] for code in log.items.attributes[codes[item]] if code}
+
+    assert attributes_of(1) == {"brand:7", "cat:3"}  # a repeated value counts once
+    assert attributes_of(2) == {"cat:3", "size:m"}  # spaces around values are not part of them
+    assert attributes_of(3) == set() and attributes_of(99) == set()
+    assert log.items.attributes[codes[1]].tolist().count(log.vocabs.attributes.code_of("cat:3")) == 1
+    texts = log.items.texts
+    assert texts[codes[1]] == "red shoe. leather" and texts[codes[2]] == "cap"
+    assert texts[codes[3]] == "" and texts[codes[99]] == ""  # nothing to embed: the item keeps its id and side info

@@ -44,6 +44,17 @@ def test_export_matches_torch_for_every_encoder(encoder, layout, tiny_world, tmp
     assert np.abs(vectors - np.load(tmp_path / "artifacts" / "item_vectors.npy")).max() <= 1e-4
 
 
+def test_an_item_tower_with_content_exports_with_its_text_vectors_and_codes(tiny_world, tmp_path):
+    run = train_tiny_run(tiny_world, tmp_path / "run", item_attributes=True, item_text=True, semantic_id_levels=2,
+                         id_dropout=0.2)
+    manifest = export_run(run, tmp_path / "artifacts")
+    assert manifest["parity_max_abs_diff"] <= 1e-4
+    tower = ort.InferenceSession(str(tmp_path / "artifacts" / "item_tower.onnx"), session_options(1),
+                                 providers=["CPUExecutionProvider"])
+    vectors = tower.run(None, {"item": np.arange(manifest["n_items"], dtype=np.int64)})[0]
+    assert np.abs(vectors - np.load(tmp_path / "artifacts" / "item_vectors.npy")).max() <= 1e-4
+
+
 def test_manifest_and_vocabularies_round_trip(tiny_artifacts):
     run, artifacts = tiny_artifacts
     manifest = json.loads((artifacts / "manifest.json").read_text())

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 
-def train_tiny_run(directory, run_path, encoder: str = "tbgrecall", epochs: int = 1, layout: str = "sessions"):
-    """Train a small model on a world's events and save it as a run (what `recall train` writes)."""
+def train_tiny_run(directory, run_path, encoder: str = "tbgrecall", epochs: int = 1, layout: str = "sessions",
+                   **model_options):
+    """Train a small model on a world's events and save it as a run (what `recall train` writes);
+    `model_options` set other ModelConfig fields."""
     from contract.events import load_events
     from training.config import ModelConfig, RunConfig, TrainConfig
     from training.recommender import sample_inputs
@@ -12,7 +14,8 @@ def train_tiny_run(directory, run_path, encoder: str = "tbgrecall", epochs: int 
     from training.trainer import train
 
     log = load_events(directory / "events.parquet", directory / "items.parquet")
-    config = RunConfig(model=ModelConfig(encoder=encoder, dim=32, n_heads=2, max_len=96, layout=layout),
+    config = RunConfig(model=ModelConfig(encoder=encoder, dim=32, n_heads=2, max_len=96, layout=layout,
+                                         **model_options),
                        train=TrainConfig(epochs=epochs, batch_size=32, lr=3e-3, threads=2))
     result = train(log, config, protocol="temporal", show_progress=False)
     metrics = {"validation": result.metrics, "data": {"session_gap_s": 1800, "has_timestamp": True}}

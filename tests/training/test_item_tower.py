@@ -3,16 +3,49 @@ a collapsed catalogue apart."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
+from contract.events import ItemTable
+from training.config import ModelConfig
+from training.item_content import item_content
 from training.item_tower import ItemTower
 
 
 def test_fresh_item_vectors_are_unit_length_and_point_apart():
     torch.manual_seed(0)
-    tower = ItemTower(n_items=200, n_categories=5, n_sellers=2, dim=64).eval()
+    tower = ItemTower(ModelConfig(dim=64), {"items": 200, "categories": 5, "sellers": 2}).eval()
     vectors = tower(torch.arange(1, 200))
     assert torch.allclose(vectors.norm(dim=-1), torch.ones(199), atol=1e-5)
     cosines = vectors @ vectors.T
     mean_off_diagonal = (cosines.sum() - cosines.diagonal().sum()) / (199 * 198)
     assert mean_off_diagonal < 0.9  # default MLP biases made it 0.99: every item nearly the same vector
+
+
+def content_tower(counts: np.ndarray, titles: list[str]) -> ItemTower:
+    """A tower over len(titles) items (code 0 is padding) with text and semantic ids, its side info filled in."""
+    n_items = len(titles)
+    items = ItemTable(category=np.zeros(n_items, dtype=np.int32), seller=np.zeros(n_items, dtype=np.int32),
+                      title=np.array(titles, dtype=object))
+    config = ModelConfig(dim=16, item_text=True, semantic_id_levels=2)
+    content = item_content(items, n_items, counts, config)
+    tower = ItemTower(config, {"items": n_items, "categories": 1, "sellers": 1, **content.sizes})
+    tower.set_side_info(content.side_info)
+    return tower.eval()
+
+
+def test_a_new_item_is_known_by_its_content_alone():
+    torch.manual_seed(0)
+    titles = ["", "red running shoes", "red running shoes", "steel saucepan", "blue denim jacket"] * 4
+    counts = np.array([0, 5, 0, 3, 0] * 4)  # codes 2 and 4 (and their repeats) never acted on in training
+    tower = content_tower(counts, titles)
+    before = tower(torch.arange(len(titles)))
+    with torch.no_grad():
+        tower.item_embedding.weight.add_(torch.randn_like(tower.item_embedding.weight))
+    after = tower(torch.arange(len(titles)))
+    new, known = torch.from_numpy(counts == 0), torch.from_numpy(counts > 0)
+    new[0] = False  # padding
+    assert torch.allclose(before[new], after[new])  # an untrained id embedding does not move a new item
+    assert not torch.allclose(before[known], after[known])  # a known item keeps its id
+    # new items with the same text (and side info) share one vector; a different text gives another
+    assert torch.allclose(after[2], after[7]) and not torch.allclose(after[2], after[4])

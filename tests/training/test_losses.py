@@ -12,7 +12,7 @@ from torch.utils.checkpoint import checkpoint
 
 from contract.columns import CLICK, PAY, SHOW
 from training import losses
-from training.config import LossConfig
+from training.config import LossConfig, ModelConfig
 from training.item_tower import ItemTower
 from training.losses import binary_negatives_loss, full_softmax_loss, gbce_beta, scenario_mean, total_loss
 from training.pairs import Pairs
@@ -49,7 +49,7 @@ def session_pairs(actions: list[int], groups: list[int]) -> Pairs:
 
 
 def test_click_and_pay_terms_vanish_without_clicks_or_pays():
-    tower = ItemTower(20, 2, 2, 8)
+    tower = ItemTower(ModelConfig(dim=8), {"items": 20, "categories": 2, "sellers": 2})
     config = LossConfig(n_negatives=5)
     no_click = total_loss(session_pairs([SHOW, SHOW, SHOW], [0, 0, 0]), tower, config, torch.zeros(2))
     assert no_click.click == 0.0 and no_click.pay == 0.0 and no_click.retrieval > 0
@@ -61,7 +61,7 @@ def test_click_and_pay_terms_vanish_without_clicks_or_pays():
 
 def test_click_term_needs_impressions():
     # An interaction log (all clicks, nothing shown-not-clicked) has no negatives for L_click.
-    tower = ItemTower(20, 2, 2, 8)
+    tower = ItemTower(ModelConfig(dim=8), {"items": 20, "categories": 2, "sellers": 2})
     terms = total_loss(session_pairs([CLICK, CLICK], [0, 1]), tower, LossConfig(n_negatives=5), torch.zeros(2))
     assert terms.click == 0.0
 
@@ -69,7 +69,7 @@ def test_click_term_needs_impressions():
 @pytest.mark.parametrize("retrieval", ["sampled_softmax", "softmax", "bce", "gbce"])
 @pytest.mark.parametrize("negatives", ["uniform", "in-batch"])
 def test_every_retrieval_loss_is_finite_and_differentiable(retrieval, negatives):
-    tower = ItemTower(20, 2, 2, 8)
+    tower = ItemTower(ModelConfig(dim=8), {"items": 20, "categories": 2, "sellers": 2})
     pairs = session_pairs([CLICK, CLICK, SHOW], [0, 0, 1])
     pairs.query.requires_grad_(True)
     config = LossConfig(retrieval=retrieval, negatives=negatives, n_negatives=6)
