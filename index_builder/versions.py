@@ -7,6 +7,8 @@
         user_encoder.onnx          the model the index's vectors came from (and query_step.onnx, when it has one),
         vocabularies.json          its id <-> code maps
         item_side.npz              and each item's category and seller (filters)
+        content_tower.onnx         an item's content -> its vector (items added live); with text_encoder.onnx and
+                                   tokenizer.json when the tower reads text. Versions exported before have none.
         manifest.json              the index's figures, the export's manifest ("model"), every file's checksum
 
 A version never points outside itself, so a rebuild cannot break a kept version, and the root can be mounted
@@ -26,18 +28,22 @@ import faiss
 import numpy as np
 
 from contract.file_io import first_mismatch, sha256_file
+from contract.manifests import CONTENT_TOWER_FILE, QUERY_STEP_FILE, TEXT_FILES
 from index_builder.faiss_index import apply_params
 
 INDEX_FILES = ("index.faiss", "id_map.npy")
 MODEL_FILES = ("user_encoder.onnx", "vocabularies.json", "item_side.npz")  # copied from the export
-QUERY_STEP_FILE = "query_step.onnx"  # also copied, when the export has one (TBGRecall's session layout)
 VERSION_FILES = INDEX_FILES + MODEL_FILES
 
 
 def version_files(model_manifest: dict) -> tuple[str, ...]:
     """Every file a version of this model holds and checksums."""
-    has_query_step = isinstance(model_manifest, dict) and model_manifest.get("query_step")
-    return VERSION_FILES + ((QUERY_STEP_FILE,) if has_query_step else ())
+    if not isinstance(model_manifest, dict):
+        return VERSION_FILES
+    content = model_manifest.get("content")
+    return (VERSION_FILES + ((QUERY_STEP_FILE,) if model_manifest.get("query_step") else ())
+            + ((CONTENT_TOWER_FILE,) if isinstance(content, dict) else ())
+            + (TEXT_FILES if isinstance(content, dict) and content.get("text_encoder") else ()))
 
 
 class IndexRejected(ValueError):

@@ -6,6 +6,9 @@
       query_step.onnx        session layout only: a request's context token over a stored prefix state -> vector
       item_tower.onnx        (N,) item codes -> (N, d) unit item vectors
       item_vectors.npy       (n_items, d) float32, row 0 is padding
+      content_tower.onnx     an item's category, seller, attributes and text vector -> its vector (items added live)
+      text_encoder.onnx      when the tower reads text: (B, L) word pieces -> (B, 384) sentence vectors, and
+      tokenizer.json         the word pieces' tokenizer (all-MiniLM-L6-v2)
       item_side.npz          category and seller code of every item (for category filters)
       vocabularies.json      original ids <-> codes
       sample_inputs.npz      real encoder inputs, and sample_user_vectors.npy their vectors (index recall checks)
@@ -26,15 +29,28 @@ import torch
 
 from contract.errors import DataError
 from contract.file_io import replace_dir, sha256_file
-from contract.manifests import FeatureSchema
+from contract.item_text import TEXT_MODEL_NAME, TextTokenizer
+from contract.manifests import CONTENT_TOWER_FILE, QUERY_STEP_FILE, TEXT_FILES, FeatureSchema
 from contract.tokens import TOKEN_FEATURES
-from model_export.onnx_export import OPSET, check_parity, export_item_tower, export_query_step, export_user_encoder
+from model_export.onnx_export import (
+    OPSET,
+    check_content_parity,
+    check_parity,
+    export_content_tower,
+    export_item_tower,
+    export_query_step,
+    export_text_encoder,
+    export_user_encoder,
+)
 from training.config import reads_event_sessions, uses_context_tokens
 from training.query_step import supports_query_step
 from training.run_dir import load_run
+from training.text_encoder import load_minilm
 
 CHECKSUMMED = ("user_encoder.onnx", "item_tower.onnx", "item_vectors.npy", "item_side.npz", "vocabularies.json")
-QUERY_STEP_FILE = "query_step.onnx"
+# The text encoder's parity inputs: short and long, plain and accented (the run does not keep item texts).
+TEXT_PARITY_SAMPLES = ["red running shoes", "Ünïcödé café crème brûlée",
+                       " ".join(["a long product description with many words"] * 20)]
 
 
 def feature_schema(run) -> FeatureSchema:
@@ -68,9 +84,21 @@ def export_run(run_path: str | Path, out: str | Path, on_step: Callable[[str], N
         on_step("query step -> ONNX")
         export_query_step(model, run.sample_inputs, tmp / QUERY_STEP_FILE)
         files = (*CHECKSUMMED, QUERY_STEP_FILE)
+    on_step("content tower -> ONNX")
+    export_content_tower(model, tmp / CONTENT_TOWER_FILE)
+    files = (*files, CONTENT_TOWER_FILE)
+    reads_text = run.config.model.item_text or run.config.model.semantic_id_levels > 0
+    text_encoder = load_minilm() if reads_text else None
+    if text_encoder is not None:
+        on_step("text encoder -> ONNX")
+        export_text_encoder(text_encoder, tmp / TEXT_FILES[0])
+        (tmp / TEXT_FILES[1]).write_text(TextTokenizer.packaged().json)
+        files = (*files, *TEXT_FILES)
     on_step("parity check: onnxruntime against torch")
     parity = check_parity(model, tmp / "user_encoder.onnx", tmp / "item_tower.onnx", run.sample_inputs,
                           tmp / QUERY_STEP_FILE if QUERY_STEP_FILE in files else None)
+    parity = max(parity, check_content_parity(model, tmp / CONTENT_TOWER_FILE, text_encoder,
+                                              tmp / TEXT_FILES[0] if reads_text else None, TEXT_PARITY_SAMPLES))
     with torch.no_grad():
         np.save(tmp / "item_vectors.npy", model.item_vectors().numpy().astype(np.float32))
         sample_vectors = model({name: torch.from_numpy(run.sample_inputs[name]) for name in TOKEN_FEATURES})
@@ -85,7 +113,11 @@ def export_run(run_path: str | Path, out: str | Path, on_step: Callable[[str], N
         "encoder": run.config.model.encoder, "dim": run.config.model.dim, "metric": "inner_product",
         "normalized": True, "n_items": int(model.item_tower.n_items), "vocab_sizes": run.vocabs.sizes(),
         "max_len": run.config.model.max_len, "feature_schema": feature_schema(run).model_dump(), "opset": OPSET,
-        "query_step": QUERY_STEP_FILE in files, "parity_max_abs_diff": parity, "run": str(run_path.resolve()),
+        "query_step": QUERY_STEP_FILE in files, "parity_max_abs_diff": parity,
+        "content": {"attributes": run.config.model.item_attributes, "text": run.config.model.item_text,
+                    "semantic_id_levels": run.config.model.semantic_id_levels,
+                    "max_attributes": int(model.sizes.get("max_attributes", 1)),
+                    "text_encoder": TEXT_MODEL_NAME if reads_text else None}, "run": str(run_path.resolve()),
         "parent_run": run.metrics.get("parent_run"),
         "run_metrics": run.metrics.get("validation", {}), "model_config": run.config.to_dict()["model"],
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"), "export_seconds": 0.0,

@@ -16,6 +16,7 @@ from contract.prefix_state import PREFIX_OUTPUTS, QUERY_FEATURES, QUERY_STEP_INP
 from contract.tokens import TOKEN_FEATURES
 from training.model import RecallModel
 from training.query_step import forward_with_prefix, query_step, supports_query_step
+from training.text_encoder import TEXT_DIM, MiniLM
 
 logger = logging.getLogger(__name__)
 OPSET = 18
@@ -61,6 +62,20 @@ class ItemTowerGraph(nn.Module):
 
     def forward(self, item):
         return self.tower(item)
+
+
+class ContentTowerGraph(nn.Module):
+    """An item the model has no id for, from its content: what the service embeds an item added live with."""
+
+    def __init__(self, model: RecallModel):
+        super().__init__()
+        self.tower = model.item_tower
+
+    def forward(self, category, seller, attributes, text):
+        return self.tower.embed_content(category, seller, attributes, text)
+
+
+CONTENT_INPUTS = ("category", "seller", "attributes", "text")
 
 
 def _export(module: nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str],
@@ -116,6 +131,60 @@ def export_item_tower(model: RecallModel, path: Path) -> None:
     model.eval()
     _export(ItemTowerGraph(model), (torch.arange(1, 4),), path, ["item"], ["item_vector"],
             {"item": {0: torch.export.Dim("items")}})
+
+
+def export_content_tower(model: RecallModel, path: Path) -> None:
+    """(N,) category and seller codes, (N, A) attribute codes, (N, 384) text vectors -> (N, d) item_vector."""
+    model.eval()
+    items = torch.arange(1, 3)
+    tower = model.item_tower
+    args = (tower.item_category[items], tower.item_seller[items],
+            torch.zeros(2, model.sizes.get("max_attributes", 1), dtype=torch.long), torch.rand(2, TEXT_DIM))
+    batch = torch.export.Dim("items")
+    _export(ContentTowerGraph(model), args, path, list(CONTENT_INPUTS), ["item_vector"],
+            {name: {0: batch} for name in CONTENT_INPUTS})
+
+
+def content_inputs(model: RecallModel, items: np.ndarray) -> dict[str, np.ndarray]:
+    """The content tower's inputs for catalogue items, from the tower's own buffers."""
+    tower, codes = model.item_tower, torch.from_numpy(items)
+    attributes = tower.item_attributes[codes] if model.config.item_attributes else \
+        torch.zeros(len(items), model.sizes.get("max_attributes", 1), dtype=torch.long)
+    text = tower.item_text[codes].float() if model.config.item_text else torch.zeros(len(items), TEXT_DIM)
+    return {"category": tower.item_category[codes].numpy(), "seller": tower.item_seller[codes].numpy(),
+            "attributes": attributes.numpy(), "text": text.numpy()}
+
+
+def export_text_encoder(text_encoder: MiniLM, path: Path) -> None:
+    """(B, L) int64 word-piece ids and mask -> (B, 384) text_vector; both axes dynamic."""
+    batch, length = torch.export.Dim("batch"), torch.export.Dim("length", min=2, max=512)
+    args = (torch.tensor([[101, 2417, 102], [101, 2417, 102]]), torch.ones(2, 3, dtype=torch.long))
+    _export(text_encoder.eval(), args, path, ["ids", "mask"], ["text_vector"],
+            {"ids": {0: batch, 1: length}, "mask": {0: batch, 1: length}})
+
+
+def check_content_parity(model: RecallModel, content_path: Path, text_encoder: MiniLM | None,
+                         text_path: Path | None, sample_texts: list[str]) -> float:
+    """Max abs difference of onnxruntime against torch for the content tower (on the catalogue's own content)
+    and the text encoder (on item texts); raises `ParityError` above the tolerance."""
+    from contract.item_text import TextTokenizer
+
+    content = ort.InferenceSession(str(content_path), providers=["CPUExecutionProvider"])
+    items = np.arange(1, model.item_tower.n_items, dtype=np.int64)[: 4096]
+    inputs = content_inputs(model, items)
+    with torch.no_grad():
+        expected = model.item_tower.embed_content(*(torch.from_numpy(inputs[name]) for name in CONTENT_INPUTS))
+        worst = float(np.abs(content.run(None, inputs)[0] - expected.numpy()).max())
+        if text_path is not None:
+            encoder = ort.InferenceSession(str(text_path), providers=["CPUExecutionProvider"])
+            for texts in (sample_texts[:1], sample_texts):
+                ids, mask = TextTokenizer.packaged()(texts)
+                expected = text_encoder(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+                worst = max(worst, float(np.abs(encoder.run(None, {"ids": ids, "mask": mask})[0] - expected).max()))
+    if not np.isfinite(worst) or worst > PARITY_TOLERANCE:
+        raise ParityError(f"content tower or text encoder: onnxruntime differs from torch by {worst:.2e} "
+                          f"(tolerance {PARITY_TOLERANCE:.0e})")
+    return worst
 
 
 def check_parity(model: RecallModel, encoder_path: Path, tower_path: Path, sample: dict[str, np.ndarray],

@@ -17,10 +17,11 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from contract import __version__
-from service.api import events, ops, recall
+from service.api import events, items, ops, recall
 from service.api.errors import http_error, validation_error
 from service.archive import EventArchiver
 from service.body_limit import BodySizeLimit
+from service.catalogue import LiveCatalogue
 from service.deps import Services
 from service.metrics import RequestMetrics
 from service.redis_server import EmbeddedRedis
@@ -46,9 +47,10 @@ async def lifespan(app: FastAPI):
         ensure_groups(client, keys)
         if settings.archive_dir is not None:  # before the first event is accepted, wherever the archiver runs
             ensure_groups(client, keys, keys.archive_group)
-        holder = ModelHolder(settings).start()
+        catalogue = LiveCatalogue(client, keys)
+        holder = ModelHolder(settings, sync_items=catalogue.sync).start()
         app.state.services = Services(settings=settings, client=client, keys=keys, holder=holder,
-                                      backlog=BacklogMonitor(client, keys))
+                                      backlog=BacklogMonitor(client, keys), catalogue=catalogue)
         if embedded and settings.embedded_worker:
             worker = NearlineWorker(client, settings, holder)
             worker_thread = threading.Thread(target=worker.run, args=(worker_stop,), name="nearline-worker",
@@ -77,11 +79,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="nearline-recall", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   generate_unique_id_function=lambda route: route.name,
                   description="Near-line generative candidate generation: /v1/recall, the /v1/events webhook, "
-                              "health, readiness and Prometheus metrics.")
+                              "/v1/items for items added live, health, readiness and Prometheus metrics.")
     app.state.settings = settings or get_settings()
     app.add_middleware(BodySizeLimit, limit=app.state.settings.max_body_bytes)
     app.add_middleware(RequestMetrics)  # outermost: it sees every answer, a 413 from the body limit included
-    for api in (recall, events, ops):
+    for api in (recall, events, items, ops):
         app.include_router(api.router)
     app.mount(ops.DOCS_ASSETS, StaticFiles(directory=importlib.resources.files("fastapi_offline") / "static"),
               name="docs-assets")

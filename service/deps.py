@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Header, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader
 
+from service.catalogue import LiveCatalogue
 from service.ingest import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature_problem
 from service.serving_model import ModelHolder, ServingModel
 from service.settings import Settings
@@ -25,6 +26,7 @@ class Services:
     keys: Keys
     holder: ModelHolder
     backlog: BacklogMonitor
+    catalogue: LiveCatalogue
 
 
 async def get_services(request: Request) -> Services:

@@ -33,6 +33,7 @@ FRESHNESS_SECONDS = Histogram("worker_freshness_seconds", "event appended -> use
 USERS_ENCODED = Counter("worker_users_encoded_total", "users re-encoded by the near-line worker")
 EVENTS_APPLIED = Counter("worker_events_applied_total", "events applied to user histories")
 INDEX_SWAPS = Counter("index_swaps_total", "index versions swapped in")
+ITEMS_ADDED = Counter("catalogue_items_added_total", "items added live through POST /v1/items")
 # 1 for the live (model, index) pair, 0 for pairs it replaced: dashboards see what served when.
 SERVING = Gauge("recall_serving_info", "the model and index version this process serves", ["model_version",
                                                                                             "index_version"],

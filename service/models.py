@@ -1,4 +1,4 @@
-"""Every typed request and response model of the HTTP API: the webhook's events and /v1/recall's bodies."""
+"""Every typed request and response model of the HTTP API: the webhook's events, new items, /v1/recall's bodies."""
 
 from __future__ import annotations
 
@@ -53,6 +53,46 @@ class EventBatch(BaseModel):
                      "event_id": "evt-0001"}]}]})
 
     events: list[Event] = Field(min_length=1)
+
+
+MAX_TEXT_LENGTH = 10_000
+MAX_BATCH_ITEMS = 1000
+
+
+class NewItem(BaseModel):
+    """An item in the items-file shape (README, "The data contract"), sent to POST /v1/items."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"item_id": 98765, "category": "shoes", "seller": "acme", "title": "Trail running shoe",
+         "description": "Waterproof, grippy sole", "attributes": "brand:acme|color:red|size:42"}]})
+
+    item_id: Id
+    category: OptionalText = None
+    seller: OptionalText = None
+    title: Annotated[StrictStr, Field(max_length=MAX_TEXT_LENGTH)] | None = None
+    description: Annotated[StrictStr, Field(max_length=MAX_TEXT_LENGTH)] | None = None
+    attributes: Annotated[StrictStr, Field(max_length=MAX_TEXT_LENGTH,
+                                           description="key:value tokens joined by '|'")] | None = None
+
+
+class ItemBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[NewItem] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
+
+    @field_validator("items")
+    @classmethod
+    def distinct_ids(cls, items: list[NewItem]) -> list[NewItem]:
+        ids = [str(item.item_id) for item in items]
+        if len(set(ids)) < len(ids):
+            repeated = next(item_id for item_id in ids if ids.count(item_id) > 1)
+            raise ValueError(f"item_id {repeated!r} appears more than once in the batch")
+        return items
+
+
+class ItemsResult(BaseModel):
+    added: int = Field(description="items new to the live catalogue, retrievable from now on")
+    known: int = Field(description="items the catalogue already had (the model's own, or added before): unchanged")
 
 
 class IngestResult(BaseModel):

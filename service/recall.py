@@ -144,13 +144,15 @@ def answer(model: ServingModel, plan: RecallPlan, vector: np.ndarray) -> dict:
                                                                         viewed_items(state.history)))
     codes, scores = search(model, vector, request.k, np.concatenate(excluded).astype(np.int64),
                            allowed_rows(model, request))
+    item_ids = model.item_id_of_code[codes].tolist()
+    if len(model.fresh):
+        item_ids, scores = with_fresh_items(model, plan, vector, item_ids, scores)
     if plan.fallback:
         metrics.FALLBACKS.labels(plan.fallback).inc()
     age_ms = int(plan.received_at * 1000) - state.updated_ms if state.updated_ms else None
     if age_ms is not None:
         metrics.VECTOR_AGE_SECONDS.observe(age_ms / 1000)
-    metrics.CANDIDATES_SERVED.inc(len(codes))
-    item_ids = model.item_id_of_code[codes].tolist()
+    metrics.CANDIDATES_SERVED.inc(len(item_ids))
     if plan.vector is not None:
         source = "precomputed"
     elif plan.prefix is not None:
@@ -161,6 +163,23 @@ def answer(model: ServingModel, plan: RecallPlan, vector: np.ndarray) -> dict:
             "model_version": model.model_version, "index_version": model.index_version,
             "user_vector_age_ms": age_ms, "vector_source": source, "fallback": plan.fallback,
             "context_used": plan.context}
+
+
+def with_fresh_items(model: ServingModel, plan: RecallPlan, vector: np.ndarray, item_ids: list,
+                     scores: np.ndarray) -> tuple[list, np.ndarray]:
+    """The index's answer merged with the best items added live (service.live_items), under the same filters."""
+    request = plan.request
+    excluded = {str(item_id) for item_id in request.exclude_item_ids}
+    if request.filter_viewed:
+        excluded.update(str(item_id) for item_id in viewed_items(plan.state.history))
+    categories = None if request.categories is None else np.array(
+        [model.small_vocab_codes["categories"].get(str(category), -1) for category in request.categories])
+    allowed = None if request.allowed_item_ids is None else {str(item_id) for item_id in request.allowed_item_ids}
+    fresh_ids, fresh_scores = model.fresh.top_k(vector, request.k, excluded, categories, allowed)
+    merged_scores = np.concatenate([scores, fresh_scores])
+    best = np.argsort(-merged_scores, kind="stable")[: request.k]
+    merged_ids = [*item_ids, *fresh_ids]
+    return [merged_ids[n] for n in best], merged_scores[best]
 
 
 def allowed_rows(model: ServingModel, request: RecallRequest) -> np.ndarray | None:

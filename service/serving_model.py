@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,12 +17,11 @@ import faiss
 import numpy as np
 from pydantic import ValidationError
 
-from contract.manifests import FeatureSchema
+from contract.manifests import CONTENT_TOWER_FILE, QUERY_STEP_FILE, FeatureSchema
 from contract.prefix_state import PrefixState, prefix_states, query_step_inputs
 from contract.vocab import Vocabularies
 from index_builder.faiss_index import gpu_available
 from index_builder.versions import (
-    QUERY_STEP_FILE,
     IndexRejected,
     LoadedIndex,
     current_version,
@@ -31,6 +31,7 @@ from index_builder.versions import (
 from service import metrics
 from service.encoder_runner import OnnxQueryStep, OnnxUserEncoder
 from service.history import encoder_inputs
+from service.live_items import FreshItems, ItemEmbedder
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,11 @@ class ServingModel:
     stored_vectors: bool = False  # cpu_index can give back its rows' vectors
     # onnxruntime sessions are thread-safe; GPU FAISS indexes are not, so GPU searches take turns.
     search_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Items added live (service.catalogue): the content tower that embeds them (None: exported before it
+    # existed), and the ones this version's index does not hold, replaced whole under `fresh_lock` by each add.
+    embedder: ItemEmbedder | None = None
+    fresh: FreshItems = field(default_factory=FreshItems)
+    fresh_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def index_version(self) -> str | None:
@@ -128,6 +134,9 @@ def load_serving_model(settings: Settings, with_index: bool = True) -> ServingMo
         model.category_of_row = np.where(index.id_map < len(category),
                                          category[np.minimum(index.id_map, len(category) - 1)], 0)
         model.cpu_index, model.stored_vectors = index.index, _reconstructible(index.index)
+        if (directory / CONTENT_TOWER_FILE).is_file() and isinstance(model_manifest.get("content"), dict):
+            model.embedder = ItemEmbedder(directory, model_manifest, model.vocabs, threads=1,
+                                          use_gpu=settings.use_gpu)
         if (settings.use_gpu is not False) and gpu_available():
             index.index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index.index)
             model.on_gpu = True
@@ -164,9 +173,12 @@ def _feature_schema(directory: Path, model_manifest: dict) -> FeatureSchema:
 class ModelHolder:
     """The live pair, and a watcher thread that swaps in each newly published one."""
 
-    def __init__(self, settings: Settings, with_index: bool = True):
+    def __init__(self, settings: Settings, with_index: bool = True,
+                 sync_items: Callable[[ServingModel], object] | None = None):
         self.settings = settings
         self.with_index = with_index
+        # Brings a model's items added live up to date (service.catalogue): before a swap, and at every poll.
+        self.sync_items = sync_items
         self.current: ServingModel | None = None
         self.live_version: str | None = None  # the CURRENT name the live pair was loaded from
         self.last_error: str | None = None
@@ -188,6 +200,7 @@ class ModelHolder:
                 self._refused_version = published
                 logger.error("not serving index %s: %s", published, error)
                 return False
+            self._sync(fresh)
             previous = self.current
             self.current, self.last_error = fresh, None  # one reference assignment: the swap
             self.live_version = published
@@ -214,9 +227,19 @@ class ModelHolder:
     def _watch(self) -> None:
         while not self._stop.wait(self.settings.index_poll_s):
             try:
-                self.refresh()
+                if not self.refresh() and self.current is not None:
+                    self._sync(self.current)
             except Exception:  # the watcher must outlive any one bad publish
                 logger.exception("index refresh failed")
+
+    def _sync(self, model: ServingModel) -> None:
+        """Items added live into `model`; a Redis outage costs them until the next poll, never the swap."""
+        if self.sync_items is None:
+            return
+        try:
+            self.sync_items(model)
+        except Exception as error:
+            logger.warning("items added live not synced into model %s: %s", model.model_version, error)
 
     def stop(self) -> None:
         self._stop.set()

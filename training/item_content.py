@@ -48,23 +48,26 @@ def item_content(items: ItemTable, n_items: int, item_counts: np.ndarray, config
         if config.item_text:
             side_info["item_text"] = torch.from_numpy(vectors).half()
         if config.semantic_id_levels:
-            side_info["item_semantic"], sizes["semantic_codes"], stats["semantic_ids"] = _semantic_codes(
-                vectors, has_text, config.semantic_id_levels, seed)
+            semantic = _semantic_codes(vectors, has_text, config.semantic_id_levels, seed)
+            side_info["item_semantic"], side_info["semantic_centroids"], stats["semantic_ids"] = semantic
+            sizes["semantic_codes"] = side_info["semantic_centroids"].shape[1]
     return ItemContent(side_info=side_info, sizes=sizes, stats=stats)
 
 
 def _semantic_codes(vectors: np.ndarray, has_text: np.ndarray, levels: int,
-                    seed: int) -> tuple[torch.Tensor, int, dict]:
-    """(n_items, levels) rows of the tower's semantic embedding (0: no code, for items without text)."""
+                    seed: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """(n_items, levels) rows of the tower's semantic embedding (0: no code, for items without text), the
+    (levels, K, 384) centroids, and the collision report."""
     codes = np.zeros((len(vectors), levels), dtype=np.int64)
     if has_text.sum() < 2:
-        return torch.from_numpy(codes), 1, {"items": int(has_text.sum())}
-    semantic = fit_semantic_ids(vectors[has_text], levels, seed=seed)
+        return torch.from_numpy(codes), torch.zeros(levels, 1, vectors.shape[1]), {"items": int(has_text.sum())}
+    # fitted on the vectors as the tower stores them (float16), so a new item's codes come out the same way
+    semantic = fit_semantic_ids(vectors[has_text].astype(np.float16).astype(np.float32), levels, seed=seed)
     n_codes = semantic.centroids.shape[1]
     codes[has_text] = 1 + np.arange(levels) * n_codes + semantic.codes
     stats = semantic.stats()
     logger.info("semantic ids: %s", stats)
-    return torch.from_numpy(codes), n_codes, stats
+    return torch.from_numpy(codes), torch.from_numpy(semantic.centroids), stats
 
 
 def _padded(values: np.ndarray, length: int) -> torch.Tensor:

@@ -44,6 +44,7 @@ class ItemTower(nn.Module):
             n_codes = sizes["semantic_codes"]
             self.semantic_embedding = nn.Embedding(1 + config.semantic_id_levels * n_codes, dim, padding_idx=0)
             self.register_buffer("item_semantic", torch.zeros(n_items, config.semantic_id_levels, dtype=torch.long))
+            self.register_buffer("semantic_centroids", torch.zeros(config.semantic_id_levels, n_codes, TEXT_DIM))
             embeddings.append(self.semantic_embedding)
         self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         for embedding in embeddings:
@@ -55,7 +56,7 @@ class ItemTower(nn.Module):
 
     def set_side_info(self, side_info: dict[str, torch.Tensor]) -> None:
         """Copy in the buffers named in `side_info` (item_category, item_seller, item_seen, item_attributes,
-        item_text, item_semantic), each indexed by item code."""
+        item_text, item_semantic by item code; semantic_centroids)."""
         for name, values in side_info.items():
             getattr(self, name).copy_(values)
 
@@ -74,16 +75,62 @@ class ItemTower(nn.Module):
             if self.training and self.config.id_dropout:
                 keep = keep * (torch.rand_like(keep) >= self.config.id_dropout)
             id_vectors = id_vectors * keep[..., None]
-        summed = (id_vectors + self.category_embedding(self.item_category[items])
-                  + self.seller_embedding(self.item_seller[items]))
-        if self.config.item_attributes:
-            attributes = self.item_attributes[items]  # (..., A)
+        return self.combine(id_vectors, self.item_category[items], self.item_seller[items],
+                            self.item_attributes[items] if self.config.item_attributes else None,
+                            self.item_text[items].float() if self.config.item_text else None,
+                            self.item_semantic[items] if self.config.semantic_id_levels else None)
+
+    def embed_content(self, category: torch.Tensor, seller: torch.Tensor, attributes: torch.Tensor,
+                      text: torch.Tensor) -> torch.Tensor:
+        """(B, d) unit vectors of items the model has no id for, from their content alone: (B,) category and
+        seller codes, (B, A) attribute codes (0 pads), (B, 384) sentence-encoder vectors (zeros: no text). What
+        the service embeds an item added live with (content_tower.onnx)."""
+        text = text.half().float()  # rounded as the tower's own text buffer is, so both paths agree
+        id_vectors = torch.zeros(category.shape[0], self.item_embedding.embedding_dim, device=text.device)
+        return self.combine(id_vectors, category, seller, attributes if self.config.item_attributes else None,
+                            text if self.config.item_text else None,
+                            self.semantic_codes(text) if self.config.semantic_id_levels else None)
+
+    def content_alignment(self, items: torch.Tensor) -> torch.Tensor:
+        """Mean (1 - cosine) between the content-only vectors of the known ones of `items` and their full vectors
+        (held fixed): trains the content path to place an item where its id would."""
+        unique = torch.unique(items)
+        unique = unique[self.item_seen[unique] > 0]
+        if len(unique) == 0:
+            return torch.zeros((), device=items.device)
+        parts = (self.item_category[unique], self.item_seller[unique],
+                 self.item_attributes[unique] if self.config.item_attributes else None,
+                 self.item_text[unique].float() if self.config.item_text else None,
+                 self.item_semantic[unique] if self.config.semantic_id_levels else None)
+        full = self.combine(self.item_embedding(unique), *parts).detach()
+        content_only = self.combine(torch.zeros_like(full), *parts)
+        return (1.0 - (content_only * full).sum(-1)).mean()
+
+    def semantic_codes(self, text: torch.Tensor) -> torch.Tensor:
+        """(B, 384) text vectors -> (B, levels) rows of the semantic embedding: the nearest centroid at each
+        level of the residual k-means the codes were fitted with (training/semantic_ids.py); 0 without text."""
+        residual, rows = text, []
+        n_codes = self.semantic_centroids.shape[1]
+        for level, centroids in enumerate(self.semantic_centroids):  # (K, 384)
+            distances = (centroids * centroids).sum(-1) - 2 * residual @ centroids.T  # (B, K), up to |r|^2
+            nearest = distances.argmin(-1)
+            rows.append(1 + level * n_codes + nearest)
+            residual = residual - centroids[nearest]
+        has_text = (text != 0).any(-1, keepdim=True)
+        return torch.stack(rows, -1) * has_text
+
+    def combine(self, id_vectors: torch.Tensor, category: torch.Tensor, seller: torch.Tensor,
+                attributes: torch.Tensor | None, text: torch.Tensor | None,
+                semantic: torch.Tensor | None) -> torch.Tensor:
+        """(..., d) unit vectors from an item's parts, each (...) or (..., n) by item; None: not in this tower."""
+        summed = id_vectors + self.category_embedding(category) + self.seller_embedding(seller)
+        if attributes is not None:
             count = (attributes > 0).sum(-1, keepdim=True).clamp(min=1)
             summed = summed + self.attribute_embedding(attributes).sum(-2) / count
-        if self.config.item_text:
-            summed = summed + self.text_projection(self.item_text[items].float())
-        if self.config.semantic_id_levels:
-            summed = summed + self.semantic_embedding(self.item_semantic[items]).sum(-2)
+        if text is not None:
+            summed = summed + self.text_projection(text)
+        if semantic is not None:
+            summed = summed + self.semantic_embedding(semantic).sum(-2)
         return F.normalize(self.mlp(summed), dim=-1)
 
     @property

@@ -154,6 +154,8 @@ class BatchLoss(torch.nn.Module):
             return None
         total = total_loss(pairs, self.model.item_tower, loss, self.model.task_bias, item_log_prob).total \
             if len(pairs) else 0.0
+        if self.model.config.item_content and loss.content_weight and len(pairs):
+            total = total + loss.content_weight * self.model.item_tower.content_alignment(pairs.positive)
         if alone:
             return total
         # With peers every parameter takes part in every step (a task head with no click or pay in the batch, a

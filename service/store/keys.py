@@ -43,6 +43,15 @@ class Keys:
         """Beside the user's state, in its slot: a key of its own because it expires (RECALL_PREFIX_TTL_S)."""
         return f"{self.prefix}:{{u:{user_id}}}:prefix"
 
+    # Items added live (POST /v1/items), under one hash tag: the rows as sent, model-free, so every model version
+    # can embed them; and each model version's vectors of them, so a restart does not embed them again.
+    @property
+    def items(self) -> str:
+        return f"{self.prefix}:{{catalogue}}:items"
+
+    def item_vectors(self, model_version: str) -> str:
+        return f"{self.prefix}:{{catalogue}}:vectors:{model_version}"
+
     @property
     def group(self) -> str:
         return "nearline-workers"

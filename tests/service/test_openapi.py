@@ -15,7 +15,7 @@ def openapi(tmp_path, **settings) -> dict:
 
 def test_operation_ids_are_the_handler_names(tmp_path):
     ids = {operation["operationId"] for path in openapi(tmp_path)["paths"].values() for operation in path.values()}
-    assert ids == {"recall_candidates", "recall_candidates_batch", "ingest_events", "healthz", "readyz"}
+    assert ids == {"recall_candidates", "recall_candidates_batch", "ingest_events", "add_items", "healthz", "readyz"}
 
 
 def test_the_api_key_is_a_declared_security_scheme_of_recall_when_one_is_set(tmp_path):

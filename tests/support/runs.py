@@ -24,11 +24,11 @@ def train_tiny_run(directory, run_path, encoder: str = "tbgrecall", epochs: int 
     return run_path
 
 
-def exported_run(root, small_world, epochs: int):
+def exported_run(root, small_world, epochs: int, **model_options):
     """A TBGRecall run trained on the small world for `epochs`, exported: (run path, artifact path)."""
     from model_export.export import export_run
 
     directory, _ = small_world
-    run = train_tiny_run(directory, root / "run", epochs=epochs)
+    run = train_tiny_run(directory, root / "run", epochs=epochs, **model_options)
     export_run(run, root / "artifacts")
     return run, root / "artifacts"

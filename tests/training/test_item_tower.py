@@ -49,3 +49,17 @@ def test_a_new_item_is_known_by_its_content_alone():
     assert not torch.allclose(before[known], after[known])  # a known item keeps its id
     # new items with the same text (and side info) share one vector; a different text gives another
     assert torch.allclose(after[2], after[7]) and not torch.allclose(after[2], after[4])
+
+
+def test_an_item_embedded_from_its_content_alone_equals_the_same_item_in_the_catalogue():
+    # What the service does with an item added live (content_tower.onnx) gives the vector training would have.
+    torch.manual_seed(0)
+    titles = ["", "red running shoes", "steel saucepan", "blue denim jacket", "wooden chair", "red shoes"] * 5
+    counts = np.array([0, 5, 0, 3, 0, 0] * 5)
+    tower = content_tower(counts, titles)
+    new = torch.from_numpy(np.flatnonzero(counts == 0)[1:])
+    with torch.no_grad():
+        from_content = tower.embed_content(tower.item_category[new], tower.item_seller[new],
+                                           torch.zeros(len(new), 1, dtype=torch.long), tower.item_text[new].float())
+    assert torch.allclose(from_content, tower(new), atol=1e-6)
+    assert torch.equal(tower.semantic_codes(tower.item_text[new].float()), tower.item_semantic[new])
