@@ -170,11 +170,15 @@ def build_model(log: EventLog, config: RunConfig, device: torch.device, init_sta
     `item_counts`: training events per item code over the whole log."""
     content = item_content(log.items, log.n_items, item_counts, config.model, config.train.seed)
     model = RecallModel(config.model, log.vocabs.sizes() | {"items": log.n_items} | content.sizes).to(device)
+    model.item_tower.set_side_info({name: values.to(device) for name, values in content.side_info.items()})
     if init_state is not None:
+        # The warm start's side information stays for the items it knew (a round without an items file must not
+        # wipe their categories); an item it had trained, or that has events now, keeps its id.
         grown = grow_state(init_state, model)
         logger.info("warm start; grown tables: %s", ", ".join(grown) or "none")
-    # Side information is the items file's now, not the warm start's.
-    model.item_tower.set_side_info({name: values.to(device) for name, values in content.side_info.items()})
+        if "item_seen" in content.side_info:
+            tower = model.item_tower
+            tower.item_seen.copy_(torch.maximum(tower.item_seen, content.side_info["item_seen"].to(device)))
     model.content_stats = content.stats
     return model
 
