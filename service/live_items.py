@@ -18,12 +18,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from contract.item_text import TextTokenizer, attribute_tokens, item_text
+from contract.item_text import TEXT_DIM, TextTokenizer, attribute_tokens, item_text
 from contract.manifests import CONTENT_TOWER_FILE, TEXT_FILES
 from contract.vocab import Vocabularies
 from service.encoder_runner import container_cpus, providers, session_options
 
-TEXT_DIM = 384
 TEXT_BATCH = 64
 
 

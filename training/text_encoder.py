@@ -19,9 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from contract.item_text import TextTokenizer, read_model_file, text_hash
+from contract.item_text import TEXT_DIM, TextTokenizer, read_model_file, text_hash
 
-TEXT_DIM = 384
 SAFETENSORS_DTYPES = {"F32": np.float32, "I64": np.int64}
 
 
