@@ -1,6 +1,7 @@
 """New items known by their content: recall of items no one acted on in training (issue 25).
 
-    python bench/cold_items.py [--datasets movielens-100k,synthetic] [--new-share 0.15] [--epochs 30] [--seed 0]
+    python bench/cold_items.py [--datasets movielens-100k,synthetic] [--new-share 0.25] [--epochs 30] [--seed 0]
+                               [--out cold_items]
 
 Each dataset is split as bench/quality.py splits it. Then a random share of the catalogue becomes new: every
 training event on those items is removed, so the model never sees them act, while the items file still gives
@@ -16,7 +17,7 @@ items (the warm rows: does content cost what the model knew?), for:
   shop shows for new arrivals without a model).
 
 Every trained row is TBGRecall with the settings `recall train` picks for the log, bounded to --epochs. Prints a
-table, writes bench/results/cold_items.{json,md,png}.
+table, writes bench/results/{out}.{json,md,png}.
 """
 
 from __future__ import annotations
@@ -48,12 +49,11 @@ from training.trainer import pick_device, train
 RESULTS = Path(__file__).resolve().parent / "results"
 KS = [10, 50]
 MAX_CASES = 3000
-ID_DROPOUT = 0.2  # content rows: the share of items whose id a training step drops, so content learns alone
 TOWERS = {  # label -> ModelConfig changes
     "id-only tower": {},
-    "+ attributes": {"item_attributes": True, "id_dropout": ID_DROPOUT},
-    "+ text": {"item_attributes": True, "item_text": True, "id_dropout": ID_DROPOUT},
-    "+ semantic ids": {"item_attributes": True, "item_text": True, "semantic_id_levels": 3, "id_dropout": ID_DROPOUT},
+    "+ attributes": {"item_attributes": True},
+    "+ text": {"item_attributes": True, "item_text": True},
+    "+ semantic ids": {"item_attributes": True, "item_text": True, "semantic_id_levels": 3},
 }
 
 
@@ -200,6 +200,7 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=30 * 60, help="time budget of every trained row (s)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--towers", help="comma-separated tower labels to train (default: all)")
+    parser.add_argument("--out", default="cold_items", help="name of the result files (one per concurrent run)")
     args = parser.parse_args()
     console = make_console()
     results, started = {}, time.perf_counter()
@@ -212,10 +213,10 @@ def main() -> None:
             table.add_row(*(cell(row, key) for key, _ in COLUMNS))
         console.print(table)
         RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "cold_items.json").write_text(json.dumps(results, indent=2))
-    (RESULTS / "cold_items.md").write_text(markdown(results, "python bench/cold_items.py " + " ".join(sys.argv[1:])))
-    plot(results, RESULTS / "cold_items.png")
-    console.print(f"done in {time.perf_counter() - started:.0f} s; wrote {RESULTS}/cold_items.{{json,md,png}}")
+        (RESULTS / f"{args.out}.json").write_text(json.dumps(results, indent=2))
+    (RESULTS / f"{args.out}.md").write_text(markdown(results, "python bench/cold_items.py " + " ".join(sys.argv[1:])))
+    plot(results, RESULTS / f"{args.out}.png")
+    console.print(f"done in {time.perf_counter() - started:.0f} s; wrote {RESULTS}/{args.out}.{{json,md,png}}")
 
 
 if __name__ == "__main__":

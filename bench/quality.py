@@ -125,7 +125,7 @@ def run_config(variant: Variant, epochs: int, seed: int = 0, patience: int = TUN
 # it did (None: any value, it cannot change results: streaming gives the same windows, BENCHMARKS.md). A run cached
 # before a group existed is found under the key without it, so adding a setting does not invalidate every run.
 LATER_SETTINGS = [{("model", "item_attributes"): False, ("model", "item_text"): False,
-                   ("model", "semantic_id_levels"): 0, ("model", "id_dropout"): 0.0, ("loss", "content_weight"): 1.0},
+                   ("model", "semantic_id_levels"): 0, ("loss", "content_weight"): 1.0},
                   {("train", "shard_events"): None},
                   {("train", "time_budget_s"): 0.0, ("model", "layout"): "sessions"}]
 

@@ -11,7 +11,7 @@ from contract.tokens import CONTEXT_TOKEN, ITEM_TOKEN, N_ACTIONS, N_GAPS, N_HOUR
 
 # Model files an export writes only for some models, and a version then copies (index_builder/versions.py).
 QUERY_STEP_FILE = "query_step.onnx"  # TBGRecall's session layout
-CONTENT_TOWER_FILE = "content_tower.onnx"  # every export since issue 25: an item's content -> its vector
+CONTENT_TOWER_FILE = "content_tower.onnx"  # models with item content (issue 25): content -> vector
 TEXT_FILES = ("text_encoder.onnx", "tokenizer.json")  # when the item tower reads text
 
 

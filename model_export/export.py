@@ -6,7 +6,7 @@
       query_step.onnx        session layout only: a request's context token over a stored prefix state -> vector
       item_tower.onnx        (N,) item codes -> (N, d) unit item vectors
       item_vectors.npy       (n_items, d) float32, row 0 is padding
-      content_tower.onnx     an item's category, seller, attributes and text vector -> its vector (items added live)
+      content_tower.onnx     with item content: an item's category, seller, attributes and text vector -> its vector (items added live)
       text_encoder.onnx      when the tower reads text: (B, L) word pieces -> (B, 384) sentence vectors, and
       tokenizer.json         the word pieces' tokenizer (all-MiniLM-L6-v2)
       item_side.npz          category and seller code of every item (for category filters)
@@ -84,9 +84,10 @@ def export_run(run_path: str | Path, out: str | Path, on_step: Callable[[str], N
         on_step("query step -> ONNX")
         export_query_step(model, run.sample_inputs, tmp / QUERY_STEP_FILE)
         files = (*CHECKSUMMED, QUERY_STEP_FILE)
-    on_step("content tower -> ONNX")
-    export_content_tower(model, tmp / CONTENT_TOWER_FILE)
-    files = (*files, CONTENT_TOWER_FILE)
+    if run.config.model.item_content:  # a model that knows items only by id cannot embed a new one
+        on_step("content tower -> ONNX")
+        export_content_tower(model, tmp / CONTENT_TOWER_FILE)
+        files = (*files, CONTENT_TOWER_FILE)
     reads_text = run.config.model.item_text or run.config.model.semantic_id_levels > 0
     text_encoder = load_minilm() if reads_text else None
     if text_encoder is not None:
@@ -97,8 +98,9 @@ def export_run(run_path: str | Path, out: str | Path, on_step: Callable[[str], N
     on_step("parity check: onnxruntime against torch")
     parity = check_parity(model, tmp / "user_encoder.onnx", tmp / "item_tower.onnx", run.sample_inputs,
                           tmp / QUERY_STEP_FILE if QUERY_STEP_FILE in files else None)
-    parity = max(parity, check_content_parity(model, tmp / CONTENT_TOWER_FILE, text_encoder,
-                                              tmp / TEXT_FILES[0] if reads_text else None, TEXT_PARITY_SAMPLES))
+    if CONTENT_TOWER_FILE in files:
+        parity = max(parity, check_content_parity(model, tmp / CONTENT_TOWER_FILE, text_encoder,
+                                                  tmp / TEXT_FILES[0] if reads_text else None, TEXT_PARITY_SAMPLES))
     with torch.no_grad():
         np.save(tmp / "item_vectors.npy", model.item_vectors().numpy().astype(np.float32))
         sample_vectors = model({name: torch.from_numpy(run.sample_inputs[name]) for name in TOKEN_FEATURES})
@@ -117,7 +119,8 @@ def export_run(run_path: str | Path, out: str | Path, on_step: Callable[[str], N
         "content": {"attributes": run.config.model.item_attributes, "text": run.config.model.item_text,
                     "semantic_id_levels": run.config.model.semantic_id_levels,
                     "max_attributes": int(model.sizes.get("max_attributes", 1)),
-                    "text_encoder": TEXT_MODEL_NAME if reads_text else None}, "run": str(run_path.resolve()),
+                    "text_encoder": TEXT_MODEL_NAME if reads_text else None}
+        if CONTENT_TOWER_FILE in files else None, "run": str(run_path.resolve()),
         "parent_run": run.metrics.get("parent_run"),
         "run_metrics": run.metrics.get("validation", {}), "model_config": run.config.to_dict()["model"],
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"), "export_seconds": 0.0,

@@ -33,8 +33,9 @@ class LiveCatalogue:
     def add(self, model: ServingModel, rows: list[dict]) -> tuple[int, int]:
         """Add the items new to `model` (rows in the items-file shape, distinct ids); returns (added, known)."""
         if model.embedder is None:
-            raise CannotEmbed(f"model {model.model_version} was exported without content_tower.onnx: re-export "
-                              "its run with this version of recall export to add items live")
+            raise CannotEmbed(f"model {model.model_version} has no content tower: it knows items only by their id. "
+                              "Train with item content (model.item_attributes, model.item_text or "
+                              "model.semantic_id_levels) to add items live")
         with model.fresh_lock:
             new = [row for row in rows if not knows(model, row["item_id"])]
             if new:

@@ -55,7 +55,6 @@ class ModelConfig:
     item_attributes: bool = False  # a mean bag of embeddings of the items file's `attributes` tokens
     item_text: bool = False  # the frozen sentence encoder's vector of title + description, projected to dim
     semantic_id_levels: int = 0  # > 0: residual k-means codes of the text vector, one learned embedding per code
-    id_dropout: float = 0.0  # share of items whose id embedding a training step drops (the content learns alone)
 
     @property
     def item_content(self) -> bool:
@@ -144,8 +143,7 @@ class RunConfig:
             raise ValueError("model.dim must be a multiple of model.n_heads")
         if self.model.max_len < 4:
             raise ValueError("model.max_len must be at least 4")
-        for name, value in (("model.dropout", self.model.dropout), ("model.mask_prob", self.model.mask_prob),
-                            ("model.id_dropout", self.model.id_dropout)):
+        for name, value in (("model.dropout", self.model.dropout), ("model.mask_prob", self.model.mask_prob)):
             if not 0 <= value < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {value}")
         for name, value in (("model.dim", self.model.dim), ("model.n_layers", self.model.n_layers),

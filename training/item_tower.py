@@ -5,8 +5,9 @@ Side information is kept as buffers indexed by item code, so the exported graph 
 
 Content (ModelConfig.item_attributes / item_text / semantic_id_levels, issue 25) is summed in beside the id: a
 mean bag of attribute embeddings, the frozen sentence encoder's text vector through a linear map, and one learned
-embedding per semantic-id code. An item with no training events has no trained id embedding, so the tower leaves
-it out (`item_seen`) and the item is known by its content alone; `id_dropout` trains the content for that case.
+embedding per semantic-id code. An item with no training events has no trained id embedding, so the tower gives
+it the content head's vector instead (`item_seen`): a second, separate set of part tables and MLP over the same
+content, trained to place each known item where the full tower does.
 """
 
 from __future__ import annotations
@@ -19,40 +20,83 @@ from training.config import ModelConfig
 from training.text_encoder import TEXT_DIM
 
 
+def add_part_embeddings(module: nn.Module, config: ModelConfig, sizes: dict[str, int]) -> list[nn.Embedding]:
+    """Give `module` the tables an item's parts are embedded with (category and seller, plus the content the
+    config asks for) and the MLP over their sum; returns the embedding tables, for initialisation."""
+    dim = config.dim
+    module.category_embedding = nn.Embedding(sizes["categories"], dim, padding_idx=0)
+    module.seller_embedding = nn.Embedding(sizes["sellers"], dim, padding_idx=0)
+    embeddings = [module.category_embedding, module.seller_embedding]
+    if config.item_attributes:
+        module.attribute_embedding = nn.Embedding(sizes["attributes"], dim, padding_idx=0)
+        embeddings.append(module.attribute_embedding)
+    if config.item_text:
+        module.text_projection = nn.Linear(TEXT_DIM, dim, bias=False)
+    if config.semantic_id_levels:
+        # Code c of level l is row 1 + l * K + c; row 0 is "no code" (an item without text).
+        module.semantic_embedding = nn.Embedding(1 + config.semantic_id_levels * sizes["semantic_codes"], dim,
+                                                 padding_idx=0)
+        embeddings.append(module.semantic_embedding)
+    module.mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+    return embeddings
+
+
+def init_part_embeddings(module: nn.Module, embeddings: list[nn.Embedding]) -> None:
+    for embedding in embeddings:
+        nn.init.normal_(embedding.weight, std=0.05)
+    # With default biases the small embeddings barely move the MLP's output: every item started at nearly
+    # the same vector (mean cosine 0.99), and training spent its first epochs pulling them apart.
+    for layer in (module.mlp[0], module.mlp[2]):
+        nn.init.zeros_(layer.bias)
+
+
+def combine(module: nn.Module, summed: torch.Tensor | float, category: torch.Tensor, seller: torch.Tensor,
+            attributes: torch.Tensor | None, text: torch.Tensor | None, semantic: torch.Tensor | None) -> torch.Tensor:
+    """(..., d) unit vectors from an item's parts, each (...) or (..., n) by item (None: not in this tower),
+    embedded by `module`'s tables and added to `summed` (the id vectors, or 0)."""
+    summed = summed + module.category_embedding(category) + module.seller_embedding(seller)
+    if attributes is not None:
+        count = (attributes > 0).sum(-1, keepdim=True).clamp(min=1)
+        summed = summed + module.attribute_embedding(attributes).sum(-2) / count
+    if text is not None:
+        summed = summed + module.text_projection(text)
+    if semantic is not None:
+        summed = summed + module.semantic_embedding(semantic).sum(-2)
+    return F.normalize(module.mlp(summed), dim=-1)
+
+
+class ContentHead(nn.Module):
+    """Where the full tower would place an item, from its content alone: its own part tables and MLP, trained
+    only by ItemTower.content_alignment. Kept apart from the full tower so that learning to stand in for the id
+    never moves the vectors of the items the model knows."""
+
+    def __init__(self, config: ModelConfig, sizes: dict[str, int]):
+        super().__init__()
+        init_part_embeddings(self, add_part_embeddings(self, config, sizes))
+
+
 class ItemTower(nn.Module):
     def __init__(self, config: ModelConfig, sizes: dict[str, int]):
         super().__init__()
         dim, n_items = config.dim, sizes["items"]
         self.config = config
         self.item_embedding = nn.Embedding(n_items, dim, padding_idx=0)
-        self.category_embedding = nn.Embedding(sizes["categories"], dim, padding_idx=0)
-        self.seller_embedding = nn.Embedding(sizes["sellers"], dim, padding_idx=0)
         self.register_buffer("item_category", torch.zeros(n_items, dtype=torch.long))
         self.register_buffer("item_seller", torch.zeros(n_items, dtype=torch.long))
-        embeddings = [self.item_embedding, self.category_embedding, self.seller_embedding]
+        embeddings = [self.item_embedding, *add_part_embeddings(self, config, sizes)]
         if config.item_content:
             self.register_buffer("item_seen", torch.ones(n_items))  # 1: the id embedding has trained
         if config.item_attributes:
-            self.attribute_embedding = nn.Embedding(sizes["attributes"], dim, padding_idx=0)
             self.register_buffer("item_attributes", torch.zeros(n_items, sizes["max_attributes"], dtype=torch.long))
-            embeddings.append(self.attribute_embedding)
         if config.item_text:
             self.register_buffer("item_text", torch.zeros(n_items, TEXT_DIM, dtype=torch.float16))  # unit vectors
-            self.text_projection = nn.Linear(TEXT_DIM, dim, bias=False)
         if config.semantic_id_levels:
-            # Code c of level l is row 1 + l * K + c; row 0 is "no code" (an item without text).
-            n_codes = sizes["semantic_codes"]
-            self.semantic_embedding = nn.Embedding(1 + config.semantic_id_levels * n_codes, dim, padding_idx=0)
             self.register_buffer("item_semantic", torch.zeros(n_items, config.semantic_id_levels, dtype=torch.long))
-            self.register_buffer("semantic_centroids", torch.zeros(config.semantic_id_levels, n_codes, TEXT_DIM))
-            embeddings.append(self.semantic_embedding)
-        self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
-        for embedding in embeddings:
-            nn.init.normal_(embedding.weight, std=0.05)
-        # With default biases the small embeddings barely move the MLP's output: every item started at nearly
-        # the same vector (mean cosine 0.99), and training spent its first epochs pulling them apart.
-        for layer in (self.mlp[0], self.mlp[2]):
-            nn.init.zeros_(layer.bias)
+            self.register_buffer("semantic_centroids",
+                                 torch.zeros(config.semantic_id_levels, sizes["semantic_codes"], TEXT_DIM))
+        init_part_embeddings(self, embeddings)
+        if config.item_content:
+            self.content_head = ContentHead(config, sizes)
 
     def set_side_info(self, side_info: dict[str, torch.Tensor]) -> None:
         """Copy in the buffers named in `side_info` (item_category, item_seller, item_seen, item_attributes,
@@ -69,16 +113,19 @@ class ItemTower(nn.Module):
         return self.embed(items)
 
     def embed(self, items: torch.Tensor) -> torch.Tensor:
-        id_vectors = self.item_embedding(items)
-        if self.config.item_content:
-            keep = self.item_seen[items]
-            if self.training and self.config.id_dropout:
-                keep = keep * (torch.rand_like(keep) >= self.config.id_dropout)
-            id_vectors = id_vectors * keep[..., None]
-        return self.combine(id_vectors, self.item_category[items], self.item_seller[items],
-                            self.item_attributes[items] if self.config.item_attributes else None,
-                            self.item_text[items].float() if self.config.item_text else None,
-                            self.item_semantic[items] if self.config.semantic_id_levels else None)
+        parts = self.parts(items)
+        full = combine(self, self.item_embedding(items), *parts)
+        if not self.config.item_content or self.training:
+            return full  # training never scores an item without events (losses.py masks them out)
+        seen = self.item_seen[items, None] > 0
+        return torch.where(seen, full, combine(self.content_head, 0.0, *parts))
+
+    def parts(self, items: torch.Tensor) -> tuple:
+        """The side information of (...) item codes, in combine's order."""
+        return (self.item_category[items], self.item_seller[items],
+                self.item_attributes[items] if self.config.item_attributes else None,
+                self.item_text[items].float() if self.config.item_text else None,
+                self.item_semantic[items] if self.config.semantic_id_levels else None)
 
     def embed_content(self, category: torch.Tensor, seller: torch.Tensor, attributes: torch.Tensor,
                       text: torch.Tensor) -> torch.Tensor:
@@ -86,24 +133,21 @@ class ItemTower(nn.Module):
         seller codes, (B, A) attribute codes (0 pads), (B, 384) sentence-encoder vectors (zeros: no text). What
         the service embeds an item added live with (content_tower.onnx)."""
         text = text.half().float()  # rounded as the tower's own text buffer is, so both paths agree
-        id_vectors = torch.zeros(category.shape[0], self.item_embedding.embedding_dim, device=text.device)
-        return self.combine(id_vectors, category, seller, attributes if self.config.item_attributes else None,
-                            text if self.config.item_text else None,
-                            self.semantic_codes(text) if self.config.semantic_id_levels else None)
+        return combine(self.content_head, 0.0, category, seller,
+                       attributes if self.config.item_attributes else None,
+                       text if self.config.item_text else None,
+                       self.semantic_codes(text) if self.config.semantic_id_levels else None)
 
     def content_alignment(self, items: torch.Tensor) -> torch.Tensor:
         """Mean (1 - cosine) between the content-only vectors of the known ones of `items` and their full vectors
-        (held fixed): trains the content path to place an item where its id would."""
+        (held fixed): trains the content head to place an item where its id does."""
         unique = torch.unique(items)
         unique = unique[self.item_seen[unique] > 0]
         if len(unique) == 0:
             return torch.zeros((), device=items.device)
-        parts = (self.item_category[unique], self.item_seller[unique],
-                 self.item_attributes[unique] if self.config.item_attributes else None,
-                 self.item_text[unique].float() if self.config.item_text else None,
-                 self.item_semantic[unique] if self.config.semantic_id_levels else None)
-        full = self.combine(self.item_embedding(unique), *parts).detach()
-        content_only = self.combine(torch.zeros_like(full), *parts)
+        parts = self.parts(unique)
+        full = combine(self, self.item_embedding(unique), *parts).detach()
+        content_only = combine(self.content_head, 0.0, *parts)
         return (1.0 - (content_only * full).sum(-1)).mean()
 
     def semantic_codes(self, text: torch.Tensor) -> torch.Tensor:
@@ -118,20 +162,6 @@ class ItemTower(nn.Module):
             residual = residual - centroids[nearest]
         has_text = (text != 0).any(-1, keepdim=True)
         return torch.stack(rows, -1) * has_text
-
-    def combine(self, id_vectors: torch.Tensor, category: torch.Tensor, seller: torch.Tensor,
-                attributes: torch.Tensor | None, text: torch.Tensor | None,
-                semantic: torch.Tensor | None) -> torch.Tensor:
-        """(..., d) unit vectors from an item's parts, each (...) or (..., n) by item; None: not in this tower."""
-        summed = id_vectors + self.category_embedding(category) + self.seller_embedding(seller)
-        if attributes is not None:
-            count = (attributes > 0).sum(-1, keepdim=True).clamp(min=1)
-            summed = summed + self.attribute_embedding(attributes).sum(-2) / count
-        if text is not None:
-            summed = summed + self.text_projection(text)
-        if semantic is not None:
-            summed = summed + self.semantic_embedding(semantic).sum(-2)
-        return F.normalize(self.mlp(summed), dim=-1)
 
     @property
     def n_items(self) -> int:

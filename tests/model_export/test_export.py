@@ -45,8 +45,7 @@ def test_export_matches_torch_for_every_encoder(encoder, layout, tiny_world, tmp
 
 
 def test_an_item_tower_with_content_exports_with_its_text_vectors_and_codes(tiny_world, tmp_path):
-    run = train_tiny_run(tiny_world, tmp_path / "run", item_attributes=True, item_text=True, semantic_id_levels=2,
-                         id_dropout=0.2)
+    run = train_tiny_run(tiny_world, tmp_path / "run", item_attributes=True, item_text=True, semantic_id_levels=2)
     manifest = export_run(run, tmp_path / "artifacts")
     assert manifest["parity_max_abs_diff"] <= 1e-4
     tower = ort.InferenceSession(str(tmp_path / "artifacts" / "item_tower.onnx"), session_options(1),

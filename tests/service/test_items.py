@@ -23,7 +23,7 @@ def content_index(tmp_path_factory, small_world):
     from index_builder.build import build_and_publish
 
     root = tmp_path_factory.mktemp("content_model")
-    _, artifacts = exported_run(root, small_world, epochs=6, item_text=True, semantic_id_levels=2, id_dropout=0.2)
+    _, artifacts = exported_run(root, small_world, epochs=6, item_text=True, semantic_id_levels=2)
     build_and_publish(artifacts, root / "index")
     return root / "index"
 
@@ -110,3 +110,9 @@ def test_fresh_items_apply_exclusions_categories_and_allow_lists():
     assert fresh.top_k(query, 3, set(), np.array([2]), None)[0] == ["c"]
     assert fresh.top_k(query, 3, set(), None, {"2", "c"})[0] == [2, "c"]
     assert fresh.has(2) and fresh.has("2") and not fresh.has("b")
+
+
+def test_a_model_that_knows_items_only_by_id_refuses_new_items_with_a_reason(live_service):
+    with live_service.client() as client:
+        response = post_items(client, [{"item_id": "new", "title": "a chair"}])
+    assert response.status_code == 409 and "only by their id" in response.json()["detail"][0]["msg"]
