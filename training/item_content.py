@@ -10,7 +10,7 @@ import torch
 
 from contract.events import ItemTable
 from training.config import ModelConfig
-from training.semantic_ids import fit_semantic_ids
+from training.semantic_ids import assign_semantic_ids, fit_semantic_ids
 from training.text_encoder import embed_texts
 
 logger = logging.getLogger(__name__)
@@ -24,9 +24,10 @@ class ItemContent:
 
 
 def item_content(items: ItemTable, n_items: int, item_counts: np.ndarray, config: ModelConfig,
-                 seed: int = 0) -> ItemContent:
+                 seed: int = 0, semantic_centroids: np.ndarray | None = None) -> ItemContent:
     """The tower's buffers for `n_items` codes. `item_counts`: training events per item code (an item with none
-    is new to the model: its id embedding is left out)."""
+    is new to the model: its id embedding is left out). `semantic_centroids`: a warm start's codebook, kept
+    instead of fitting one."""
     side_info = {"item_category": _padded(items.category, n_items), "item_seller": _padded(items.seller, n_items)}
     sizes: dict[str, int] = {}
     stats: dict = {}
@@ -48,21 +49,23 @@ def item_content(items: ItemTable, n_items: int, item_counts: np.ndarray, config
         if config.item_text:
             side_info["item_text"] = torch.from_numpy(vectors).half()
         if config.semantic_id_levels:
-            semantic = _semantic_codes(vectors, has_text, config.semantic_id_levels, seed)
+            semantic = _semantic_codes(vectors, has_text, config.semantic_id_levels, seed, semantic_centroids)
             side_info["item_semantic"], side_info["semantic_centroids"], stats["semantic_ids"] = semantic
             sizes["semantic_codes"] = side_info["semantic_centroids"].shape[1]
     return ItemContent(side_info=side_info, sizes=sizes, stats=stats)
 
 
-def _semantic_codes(vectors: np.ndarray, has_text: np.ndarray, levels: int,
-                    seed: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
+def _semantic_codes(vectors: np.ndarray, has_text: np.ndarray, levels: int, seed: int,
+                    centroids: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """(n_items, levels) rows of the tower's semantic embedding (0: no code, for items without text), the
     (levels, K, 384) centroids, and the collision report."""
     codes = np.zeros((len(vectors), levels), dtype=np.int64)
-    if has_text.sum() < 2:
+    if centroids is None and has_text.sum() < 2:
         return torch.from_numpy(codes), torch.zeros(levels, 1, vectors.shape[1]), {"items": int(has_text.sum())}
     # fitted on the vectors as the tower stores them (float16), so a new item's codes come out the same way
-    semantic = fit_semantic_ids(vectors[has_text].astype(np.float16).astype(np.float32), levels, seed=seed)
+    stored = vectors[has_text].astype(np.float16).astype(np.float32)
+    semantic = fit_semantic_ids(stored, levels, seed=seed) if centroids is None \
+        else assign_semantic_ids(stored, centroids)
     n_codes = semantic.centroids.shape[1]
     codes[has_text] = 1 + np.arange(levels) * n_codes + semantic.codes
     stats = semantic.stats()

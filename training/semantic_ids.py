@@ -61,3 +61,17 @@ def fit_semantic_ids(vectors: np.ndarray, levels: int = LEVELS, n_codes: int | N
         residual -= kmeans.centroids[nearest[:, 0]]
     return SemanticIds(codes=codes, centroids=centroids)
 
+
+def assign_semantic_ids(vectors: np.ndarray, centroids: np.ndarray) -> SemanticIds:
+    """The codes of (n, d) content vectors under centroids fitted before (a warm start keeps its codebook, so
+    code c still means what its trained embedding learned)."""
+    residual = np.ascontiguousarray(vectors, dtype=np.float32).copy()
+    codes = np.zeros((len(vectors), len(centroids)), dtype=np.int64)
+    for level, level_centroids in enumerate(centroids):
+        index = faiss.IndexFlatL2(level_centroids.shape[1])
+        index.add(np.ascontiguousarray(level_centroids, dtype=np.float32))
+        _, nearest = index.search(residual, 1)
+        codes[:, level] = nearest[:, 0]
+        residual -= level_centroids[nearest[:, 0]]
+    return SemanticIds(codes=codes, centroids=np.asarray(centroids, dtype=np.float32))
+

@@ -116,3 +116,23 @@ def test_a_model_that_knows_items_only_by_id_refuses_new_items_with_a_reason(liv
     with live_service.client() as client:
         response = post_items(client, [{"item_id": "new", "title": "a chair"}])
     assert response.status_code == 409 and "only by their id" in response.json()["detail"][0]["msg"]
+
+
+def test_the_side_index_answers_as_a_full_sort_would():
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((2000, 8)).astype(np.float32)
+    vectors[7] = vectors[3]  # a tie: the earlier add first
+    categories = rng.integers(1, 6, 2000)
+    fresh = FreshItems().added([f"i{n}" for n in range(2000)], categories, vectors)
+    query = vectors[3].copy()
+    excluded = {f"i{n}" for n in rng.choice(2000, 300, replace=False)} - {"i3", "i7"} | {"unknown"}
+    allowed = {f"i{n}" for n in range(0, 2000, 3)} | {"i7"}
+    for wanted, allow in ((np.array([2, 4]), None), (None, allowed), (np.array([categories[3]]), allowed)):
+        keep = np.array([f"i{n}" not in excluded and (wanted is None or categories[n] in wanted)
+                         and (allow is None or f"i{n}" in allow) for n in range(2000)])
+        rows = np.flatnonzero(keep)
+        expected = rows[np.argsort(-(vectors[rows] @ query), kind="stable")][:50]
+        ids, scores = fresh.top_k(query, 50, excluded, wanted, allow)
+        assert ids == [f"i{n}" for n in expected]
+        assert np.allclose(scores, vectors[expected] @ query)
+    assert len(fresh.top_k(query, 50, set(), None, {"i1", "i2"})[0]) == 2  # fewer than k pass: no filler

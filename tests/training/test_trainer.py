@@ -143,3 +143,23 @@ def test_a_log_with_nothing_to_validate_on_is_one_clear_error(write_csv):
     log = load_events(write_csv([{"user_id": user, "item_id": "a", "action": "click"} for user in range(5)]))
     with pytest.raises(DataError, match="nothing to validate on"):
         validation_split(log, "loo", max_cases=100, seed=0)
+
+
+def test_a_warm_start_keeps_its_semantic_codebook_as_the_catalogue_grows(tmp_path):
+    # Day 2's catalogue is big enough for twice the codes a level; refitting them would make code c mean another
+    # group of items than the one its trained embedding learned (and refuse the warm start).
+    events, items, _ = generate(SynthConfig(n_users=150, n_items=600, seed=2))
+    items.to_parquet(tmp_path / "items.parquet")
+    items[items.item_id < 100].to_parquet(tmp_path / "items1.parquet")
+    config = small_config(epochs=0)
+    config.model.item_text, config.model.semantic_id_levels = True, 2
+    events[events.item_id < 100].to_parquet(tmp_path / "day1.parquet")
+    log1 = load_events(tmp_path / "day1.parquet", tmp_path / "items1.parquet")
+    first = train(log1, config, protocol="temporal", show_progress=False)
+    events.to_parquet(tmp_path / "day2.parquet")
+    log2 = load_events(tmp_path / "day2.parquet", tmp_path / "items.parquet", vocabs=log1.vocabs)
+    warm = train(log2, config, protocol="temporal", init_state=first.model.state_dict(), show_progress=False)
+    before, after = first.model.item_tower, warm.model.item_tower
+    assert torch.equal(after.semantic_centroids, before.semantic_centroids)
+    assert torch.equal(after.item_semantic[: before.n_items], before.item_semantic)
+    assert warm.model.content_stats["semantic_ids"]["items"] > first.model.content_stats["semantic_ids"]["items"]
