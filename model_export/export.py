@@ -6,7 +6,7 @@
       query_step.onnx        session layout only: a request's context token over a stored prefix state -> vector
       item_tower.onnx        (N,) item codes -> (N, d) unit item vectors
       item_vectors.npy       (n_items, d) float32, row 0 is padding
-      content_tower.onnx     with item content: an item's category, seller, attributes and text vector -> its vector (items added live)
+      content_tower.onnx     with item content: category, seller, attributes, text vector -> vector (items added live)
       text_encoder.onnx      when the tower reads text: (B, L) word pieces -> (B, 384) sentence vectors, and
       tokenizer.json         the word pieces' tokenizer (all-MiniLM-L6-v2)
       item_side.npz          category and seller code of every item (for category filters)
