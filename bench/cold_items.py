@@ -49,10 +49,10 @@ from training.trainer import pick_device, train
 RESULTS = Path(__file__).resolve().parent / "results"
 KS = [10, 50]
 MAX_CASES = 3000
-TOWERS = {  # label -> ModelConfig changes
-    "id-only tower": {},
-    "+ attributes": {"item_attributes": True},
-    "+ text": {"item_attributes": True, "item_text": True},
+TOWERS = {  # label -> the ModelConfig's content settings
+    "id-only tower": {"item_attributes": False, "item_text": False, "semantic_id_levels": 0},
+    "+ attributes": {"item_attributes": True, "item_text": False, "semantic_id_levels": 0},
+    "+ text": {"item_attributes": True, "item_text": True, "semantic_id_levels": 0},
     "+ semantic ids": {"item_attributes": True, "item_text": True, "semantic_id_levels": 3},
 }
 

@@ -2,7 +2,8 @@
 RecTools' own SASRec/HSTU on the same split.
 
     python bench/quality.py [--datasets synthetic,movielens-100k,trivago] [--epochs N] [--variants ...]
-                            [--patience N] [--rectools sasrec,hstu] [--rectools-epochs 30] [--seeds 1] [--quick]
+                            [--patience N] [--rectools sasrec,hstu] [--rectools-epochs 30] [--seeds 1]
+                            [--first-seed 0] [--quick]
 
 The `default` row sets nothing: it trains what `recall train` picks for the log with no flags
 (training/auto_config.py, a 30-minute budget), so it is the figure a new user gets.
@@ -191,12 +192,13 @@ class Plan:
     rectools_epochs: int
     seeds: int
     train_missing: bool = True  # False: only runs already in bench/quality_runs; the others say why they are missing
+    first_seed: int = 0  # seeds first_seed..seeds-1: another process can train the others at the same time
 
 
 def over_seeds(name: str, label: str, plan: Plan, keys, compute) -> dict | None:
     """One row: the model's cached or (as the plan says) freshly computed rows for seeds 0..plan.seeds-1, averaged
     (None if none ran). `keys(seed)` are the run's cache keys, `compute(seed)` trains and scores it."""
-    rows = [row for seed in range(plan.seeds)
+    rows = [row for seed in range(plan.first_seed, plan.seeds)
             for row in cached(name, label, keys(seed), lambda seed=seed: compute(seed), plan.train_missing)]
     return mean_over_seeds(rows) if rows else None
 
@@ -325,6 +327,8 @@ def main() -> None:
     parser.add_argument("--rectools-epochs", type=int, default=30,
                         help="RecTools trains this many epochs, without early stopping")
     parser.add_argument("--seeds", type=int, default=1, help="seeds per trained model; rows hold their means")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="start at this seed (run the others in another process; then all with --cached-only)")
     parser.add_argument("--cached-only", action="store_true",
                         help="train nothing: show the runs already in bench/quality_runs, the others as missing")
     args = parser.parse_args()
@@ -339,7 +343,7 @@ def main() -> None:
     epochs = 5 if args.quick else args.epochs
     rectools = [] if args.quick else [name for name in args.rectools.split(",") if name]
     plan = Plan(variants, epochs, args.patience, rectools, args.rectools_epochs, args.seeds,
-                not args.cached_only)
+                not args.cached_only, args.first_seed)
     results, started = {}, time.perf_counter()
     for name in datasets:
         results[name] = bench_dataset(name, plan, console)

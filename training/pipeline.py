@@ -173,6 +173,9 @@ def _read_config_file(path: Path | None) -> dict:
         raise DataError(str(path), str(error)) from None
 
 
+TBGRECALL_ONLY = ("model.layout", "model.n_future_sessions")
+
+
 def layered_config(request: TrainRequest, parent: Run | None, file_settings: dict,
                    log: EventLog | UserShards) -> tuple[RunConfig, list[Choice]]:
     """The run's configuration, and the chosen settings nothing overrode."""
@@ -199,9 +202,9 @@ def layered_config(request: TrainRequest, parent: Run | None, file_settings: dic
         config.validate()
     except ValueError as error:
         raise DataError(source, str(error)) from None
-    # SASRec and BERT4Rec read no layout and have no future heads: TBGRecall's model choices do not apply to them.
+    # SASRec and BERT4Rec read no layout and have no future heads; the item tower (attributes) they share.
     kept = [choice for choice in choices if _value(config, choice.setting) == choice.value
-            and (config.model.encoder == "tbgrecall" or not choice.setting.startswith("model."))]
+            and (config.model.encoder == "tbgrecall" or choice.setting not in TBGRECALL_ONLY)]
     return config, kept
 
 
