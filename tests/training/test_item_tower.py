@@ -77,3 +77,21 @@ def test_learning_to_stand_in_for_the_id_never_moves_a_known_item():
     full_grads = [p.grad for name, p in tower.named_parameters() if not name.startswith("content_head.")]
     assert all(g is None or not g.any() for g in full_grads)
     assert any(g is not None and g.any() for g in content_grads)
+
+
+def test_content_leaves_the_rest_of_the_model_where_it_would_start_without():
+    # An ablation must compare content, not initialisations: the id tables, the MLP, the encoder and the random
+    # stream training goes on with (dropout) are all the same.
+    from training.model import RecallModel
+
+    sizes = {"items": 50, "categories": 4, "sellers": 2, "contexts": 3, "scenarios": 2, "attributes": 6,
+             "max_attributes": 2}
+    states, streams = [], []
+    for content in (False, True):
+        torch.manual_seed(0)
+        states.append(RecallModel(ModelConfig(dim=16, n_heads=2, item_attributes=content), sizes).state_dict())
+        streams.append(torch.get_rng_state())
+    bare, with_content = states
+    assert all(torch.equal(value, with_content[name]) for name, value in bare.items())
+    assert any(name.startswith("item_tower.content_head.") for name in with_content)
+    assert torch.equal(*streams)
