@@ -163,3 +163,19 @@ def test_a_warm_start_keeps_its_semantic_codebook_as_the_catalogue_grows(tmp_pat
     assert torch.equal(after.semantic_centroids, before.semantic_centroids)
     assert torch.equal(after.item_semantic[: before.n_items], before.item_semantic)
     assert warm.model.content_stats["semantic_ids"]["items"] > first.model.content_stats["semantic_ids"]["items"]
+
+
+def test_learning_a_content_head_leaves_the_models_own_training_as_it_was(tmp_path):
+    # Every item has events, and the items file gives no attributes: with item_attributes on, the only addition is
+    # the content head and its loss, which must not change a single step of the model itself.
+    events = pd.DataFrame([{"user_id": u, "item_id": f"i{(u + n) % 30}", "timestamp": 1_700_000_000 + 60 * n}
+                           for u in range(90) for n in range(10)])
+    events.to_parquet(tmp_path / "events.parquet")
+    log = load_events(tmp_path / "events.parquet")
+    states = []
+    for content in (False, True):
+        config = small_config(epochs=2)
+        config.model.item_attributes = content
+        states.append(train(log, config, protocol="loo", show_progress=False).model.state_dict())
+    bare, with_content = states
+    assert all(torch.allclose(value, with_content[name], atol=1e-6) for name, value in bare.items())
