@@ -7,7 +7,7 @@ Content (ModelConfig.item_attributes / item_text / semantic_id_levels, issue 25)
 mean bag of attribute embeddings, the frozen sentence encoder's text vector through a linear map, and one learned
 embedding per semantic-id code. An item with no training events has no trained id embedding, so the tower gives
 it the content head's vector instead (`item_seen`): a second, separate set of part tables and MLP over the same
-content, trained to place each known item where the full tower does.
+content, trained to rank each known item, from its content alone, as the model's users would (losses.py).
 """
 
 from __future__ import annotations
@@ -44,16 +44,25 @@ def add_part_embeddings(module: nn.Module, config: ModelConfig, sizes: dict[str,
     with own_random_stream(CONTENT_STREAM):
         if config.item_attributes:
             module.attribute_embedding = nn.Embedding(sizes["attributes"], dim, padding_idx=0)
-            nn.init.normal_(module.attribute_embedding.weight, std=0.05)
+            _init_with_zero_padding(module.attribute_embedding)
         if config.item_text:
             module.text_projection = nn.Linear(TEXT_DIM, dim, bias=False)
         if config.semantic_id_levels:
             # Code c of level l is row 1 + l * K + c; row 0 is "no code" (an item without text).
             module.semantic_embedding = nn.Embedding(1 + config.semantic_id_levels * sizes["semantic_codes"], dim,
                                                      padding_idx=0)
-            nn.init.normal_(module.semantic_embedding.weight, std=0.05)
+            _init_with_zero_padding(module.semantic_embedding)
     module.mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
     return [module.category_embedding, module.seller_embedding]
+
+
+def _init_with_zero_padding(embedding: nn.Embedding) -> None:
+    """Row 0 pads a bag (an item's unused attribute slots, no semantic code): it must add nothing. A random row 0
+    added a fixed vector per empty slot to every item, the same for all of them, which pulled the catalogue
+    together at the start (and never trains: padding gets no gradient)."""
+    nn.init.normal_(embedding.weight, std=0.05)
+    with torch.no_grad():
+        embedding.weight[0].zero_()
 
 
 def init_part_embeddings(module: nn.Module, embeddings: list[nn.Embedding]) -> None:
@@ -81,9 +90,9 @@ def combine(module: nn.Module, summed: torch.Tensor | float, category: torch.Ten
 
 
 class ContentHead(nn.Module):
-    """Where the full tower would place an item, from its content alone: its own part tables and MLP, trained
-    only by ItemTower.content_alignment. Kept apart from the full tower so that learning to stand in for the id
-    never moves the vectors of the items the model knows."""
+    """An item's vector from its content alone: its own part tables and MLP, trained only by
+    losses.content_head_loss. Kept apart from the full tower so that learning to stand in for the id never moves
+    the vectors of the items the model knows."""
 
     def __init__(self, config: ModelConfig, sizes: dict[str, int]):
         super().__init__()
@@ -154,17 +163,9 @@ class ItemTower(nn.Module):
                        text if self.config.item_text else None,
                        self.semantic_codes(text) if self.config.semantic_id_levels else None)
 
-    def content_alignment(self, items: torch.Tensor) -> torch.Tensor:
-        """Mean (1 - cosine) between the content-only vectors of the known ones of `items` and their full vectors
-        (held fixed): trains the content head to place an item where its id does."""
-        unique = torch.unique(items)
-        unique = unique[self.item_seen[unique] > 0]
-        if len(unique) == 0:
-            return torch.zeros((), device=items.device)
-        parts = self.parts(unique)
-        full = combine(self, self.item_embedding(unique), *parts).detach()
-        content_only = combine(self.content_head, 0.0, *parts)
-        return (1.0 - (content_only * full).sum(-1)).mean()
+    def content_vectors(self, items: torch.Tensor) -> torch.Tensor:
+        """(...) item codes -> (..., d) the content head's unit vectors: each item as if no one had acted on it."""
+        return combine(self.content_head, 0.0, *self.parts(items))
 
     def semantic_codes(self, text: torch.Tensor) -> torch.Tensor:
         """(B, 384) text vectors -> (B, levels) rows of the semantic embedding: the nearest centroid at each

@@ -25,7 +25,7 @@ from evaluation.splits import Split, holdout_time, leave_one_out, sample_cases, 
 from training import distributed
 from training.config import LossConfig, RunConfig, readable_log, uses_context_tokens
 from training.item_content import item_content
-from training.losses import log_item_frequency, total_loss
+from training.losses import content_head_loss, log_item_frequency, total_loss
 from training.model import RecallModel, grow_state
 from training.recommender import EncoderRecommender, to_tensors
 
@@ -142,9 +142,11 @@ class BatchLoss(torch.nn.Module):
     """The training loss of one batch as one module's forward: DistributedDataParallel averages the gradients of
     what runs inside a forward."""
 
-    def __init__(self, model: RecallModel):
+    def __init__(self, model: RecallModel, seed: int):
         super().__init__()
         self.model = model
+        # the content head's negatives: a stream of their own (losses.content_head_loss)
+        self.content_generator = torch.Generator(next(model.parameters()).device).manual_seed(seed)
 
     def forward(self, features: dict[str, torch.Tensor], loss: LossConfig,
                 item_log_prob: torch.Tensor) -> torch.Tensor | None:
@@ -155,7 +157,8 @@ class BatchLoss(torch.nn.Module):
         total = total_loss(pairs, self.model.item_tower, loss, self.model.task_bias, item_log_prob).total \
             if len(pairs) else 0.0
         if self.model.config.item_content and loss.content_weight and len(pairs):
-            total = total + loss.content_weight * self.model.item_tower.content_alignment(pairs.positive)
+            total = total + loss.content_weight * content_head_loss(pairs, self.model.item_tower, loss,
+                                                                    self.content_generator)
         if alone:
             return total
         # With peers every parameter takes part in every step (a task head with no click or pay in the batch, a
@@ -199,6 +202,9 @@ def run_epoch(step: torch.nn.Module, source: InMemoryData | StreamedData, optimi
     bar = tqdm(desc=bar_title, disable=None if show_progress else True, leave=False, unit="batch")
     batches = (batch for data in source.parts(rng)
                for batch in ((data, index) for index in length_bucketed_batches(data.lengths, batch_size, rng)))
+    # The content head learns from a loss of its own: clipped together, its gradients would rescale the model's.
+    head = [parameter for name, parameter in step.named_parameters() if "content_head." in name]
+    rest = [parameter for name, parameter in step.named_parameters() if "content_head." not in name]
     while distributed.every_rank_has((batch := next(batches, None)) is not None, device):
         data, batch_index = batch
         features = to_tensors(collate(data.tokens, data.windows[batch_index]), device)
@@ -208,7 +214,8 @@ def run_epoch(step: torch.nn.Module, source: InMemoryData | StreamedData, optimi
             continue
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(step.parameters(), config.train.grad_clip)
+        for parameters in (rest, head):
+            torch.nn.utils.clip_grad_norm_(parameters, config.train.grad_clip)
         optimizer.step()
         scheduler.step()
         losses.append(loss.item())
@@ -234,7 +241,7 @@ def train(log: EventLog | UserShards, config: RunConfig, protocol: str = "loo", 
     device = pick_device(cfg.device)
     valid, source = training_source(log, config, protocol, device, rank, world)
     model = build_model(valid.train, config, device, init_state, source.item_counts)
-    step = distributed.parallel(BatchLoss(model), device)
+    step = distributed.parallel(BatchLoss(model, config.train.seed), device)
     show_progress = show_progress and rank == 0
     optimizer, scheduler = optimizer_and_schedule(model, source.n_windows, config, cfg.epochs)
     # Each rank its own batch order (reproducible at the same N). torch's random stream stays the same on every
@@ -343,7 +350,7 @@ def refit(log: EventLog | UserShards, config: RunConfig, device: torch.device, i
         source = StreamedData(log, distributed.own_shards(log.n_shards, rank, world),
                               lambda shard: recent_readable(shard, config, log.max_timestamp), config, device)
     model = build_model(whole, config, device, init_state, source.item_counts)
-    step = distributed.parallel(BatchLoss(model), device)
+    step = distributed.parallel(BatchLoss(model, config.train.seed), device)
     optimizer, scheduler = optimizer_and_schedule(model, source.n_windows, config, config.train.epochs)
     rng, sequences, started = np.random.default_rng(config.train.seed + rank), 0, time.perf_counter()
     for epoch in range(1, epochs + 1):
