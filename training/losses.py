@@ -176,26 +176,23 @@ def log_item_frequency(counts: torch.Tensor) -> torch.Tensor:
     return torch.log(smoothed / smoothed.sum()).clamp_min(math.log(1e-12))
 
 
-CONTENT_NEGATIVES = 1024
+CONTENT_QUERIES = 256  # the batch's queries a content vector's scores are matched on
 
 
 def content_head_loss(pairs: Pairs, item_tower: ItemTower, config: LossConfig,
                       generator: torch.Generator) -> torch.Tensor:
-    """Train the content head on the ranking the model itself does: each pair's positive, embedded from its
-    content alone, against a shared uniform sample of known items' full vectors, scored by the pair's query.
-    Query and negatives are held fixed, so only the head learns. A new item must outrank known items for the
-    users it suits; pulling its vector toward its look-alikes' (a cosine loss, tried first) placed new items below
-    their category's popularity on the synthetic world. `generator` draws the negatives apart from torch's own
-    stream, which the model's dropout keeps as it would be without content."""
-    known = torch.nonzero(item_tower.item_seen).squeeze(-1)
-    negatives = known[torch.randint(len(known), (CONTENT_NEGATIVES,), generator=generator,
-                                    device=generator.device).to(known.device)]
-    unique, inverse = torch.unique(pairs.positive, return_inverse=True)
-    positive_vectors = item_tower.content_vectors(unique)[inverse]  # (P, d)
+    """Train the content head to score as the full tower does: for a sample of the batch's queries, each
+    positive's content-only vector must give the scores its full vector gives (squared error of the logits), with
+    queries and full vectors held fixed, so only the head learns. A new item is then ranked among the known ones
+    by the scores the model would give it, neither flooding every list nor sinking below them. Two objectives
+    failed first: a cosine pull toward the full vector (not weighted by where users are), and a softmax of the
+    content vector against known items, which the head won by pointing every new item at the average user (no
+    known item was retrieved any more). `generator` picks the queries apart from torch's own random stream, which
+    the model's dropout keeps as it would be without content."""
+    unique = torch.unique(pairs.positive)
+    rows = torch.randperm(len(pairs), generator=generator, device=generator.device)[:CONTENT_QUERIES]
+    query = pairs.query.detach()[rows.to(pairs.query.device)]  # (Q, d)
     with torch.no_grad():
-        negative_vectors = item_tower(negatives)  # (n, d)
-    query = pairs.query.detach() / config.temperature
-    negative_logits = (query @ negative_vectors.T).masked_fill(pairs.positive[:, None] == negatives[None, :],
-                                                                -torch.inf)
-    logits = torch.cat([(query * positive_vectors).sum(-1, keepdim=True), negative_logits], dim=1)
-    return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
+        full = item_tower(unique)  # (U, d)
+    content = item_tower.content_vectors(unique)
+    return ((query @ (content - full).T) / config.temperature).square().mean()

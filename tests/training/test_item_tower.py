@@ -66,8 +66,8 @@ def test_an_item_embedded_from_its_content_alone_equals_the_same_item_in_the_cat
 
 
 def test_learning_to_stand_in_for_the_id_never_moves_a_known_item():
-    # The content head learns to rank items from their content as the model ranks them by id; a shared head let
-    # its loss pull the known items' own vectors (they lost 11-22% of their recall, BENCHMARKS.md).
+    # The content head learns to score items from their content as the model scores them by id; a shared head
+    # let its loss pull the known items' own vectors (they lost 11-22% of their recall, BENCHMARKS.md).
     from training.config import LossConfig
     from training.losses import content_head_loss
     from training.pairs import Pairs
