@@ -176,23 +176,34 @@ def log_item_frequency(counts: torch.Tensor) -> torch.Tensor:
     return torch.log(smoothed / smoothed.sum()).clamp_min(math.log(1e-12))
 
 
-CONTENT_QUERIES = 256  # the batch's queries a content vector's scores are matched on
+CONTENT_NEGATIVES = 1024  # known items each pair's query scores the content vectors against
 
 
 def content_head_loss(pairs: Pairs, item_tower: ItemTower, config: LossConfig,
                       generator: torch.Generator) -> torch.Tensor:
-    """Train the content head to score as the full tower does: for a sample of the batch's queries, each
-    positive's content-only vector must give the scores its full vector gives (squared error of the logits), with
-    queries and full vectors held fixed, so only the head learns. A new item is then ranked among the known ones
-    by the scores the model would give it, neither flooding every list nor sinking below them. Two objectives
-    failed first: a cosine pull toward the full vector (not weighted by where users are), and a softmax of the
-    content vector against known items, which the head won by pointing every new item at the average user (no
-    known item was retrieved any more). `generator` picks the queries apart from torch's own random stream, which
-    the model's dropout keeps as it would be without content."""
-    unique = torch.unique(pairs.positive)
-    rows = torch.randperm(len(pairs), generator=generator, device=generator.device)[:CONTENT_QUERIES]
-    query = pairs.query.detach()[rows.to(pairs.query.device)]  # (Q, d)
+    """Train the content head to rank as the model does, in a catalogue where some items are known by content
+    alone. Each pair's query scores a shared sample of known items (full vectors) and the content vectors of the
+    batch's positives, twice: once with its positive's content vector as the answer (a new item must rise above
+    known items for the users it suits), once with its full vector as the answer (another item's content vector
+    must stay below what a user really chose). Queries and full vectors are held fixed, so only the head learns.
+    With the first half alone the head won by pointing every new item at the average user, and new items filled
+    every list; matching the full vector's scores instead sank new items under the bulk of low scores.
+    `generator` draws the sample apart from torch's own random stream (the model's dropout stays as it was)."""
+    known = torch.nonzero(item_tower.item_seen).squeeze(-1)
+    sample = torch.randint(len(known), (CONTENT_NEGATIVES,), generator=generator, device=generator.device)
+    negatives = known[sample.to(known.device)]
+    unique, inverse = torch.unique(pairs.positive, return_inverse=True)
+    content = item_tower.content_vectors(unique)  # (U, d)
     with torch.no_grad():
-        full = item_tower(unique)  # (U, d)
-    content = item_tower.content_vectors(unique)
-    return ((query @ (content - full).T) / config.temperature).square().mean()
+        negative_vectors = item_tower(negatives)  # (n, d)
+        positive_vectors = item_tower(unique)[inverse]  # (P, d)
+    query = pairs.query.detach() / config.temperature
+    known_logits = (query @ negative_vectors.T).masked_fill(pairs.positive[:, None] == negatives[None, :],
+                                                             -torch.inf)  # (P, n)
+    content_logits = query @ content.T  # (P, U)
+    own = inverse[:, None] == torch.arange(len(unique), device=inverse.device)[None, :]
+    others = content_logits.masked_fill(own, -torch.inf)
+    as_answer = torch.cat([content_logits[own][:, None], known_logits, others], dim=1)
+    as_rival = torch.cat([(query * positive_vectors).sum(-1, keepdim=True), known_logits, others], dim=1)
+    target = torch.zeros(len(query), dtype=torch.long, device=query.device)
+    return F.cross_entropy(as_answer, target) + F.cross_entropy(as_rival, target)
