@@ -10,9 +10,6 @@ The rules rest on the measurements in BENCHMARKS.md ("Default training"):
   items layout reads one token per event, in order, and the query at the last one.
 - loss: the full softmax beat 256 sampled negatives everywhere it could run (MovieLens-100K NDCG@10 0.085 against
   0.055 for TBGRecall). Its cost is pairs x catalogue per epoch, so it is chosen when that fits the time budget.
-- item attributes: when the items file has them, the item tower reads them. On MovieLens-100K that gave new items
-  Recall@50 0.139 against category popularity's 0.056 and cost known items nothing ("New items"). Text and
-  semantic ids stay opt-in: they did not beat attributes there, and the sentence encoder costs ~3 ms an item.
 """
 
 from __future__ import annotations
@@ -49,7 +46,6 @@ class LogProfile:
     has_context: bool  # some session carries a non-default context
     has_shows: bool  # impressions are logged (shown, not acted on)
     has_session_id: bool  # sessions are given (requests, baskets), not cut from time gaps
-    items_with_attributes: int = 0  # items the items file gives attributes
 
     @property
     def plain_sequence(self) -> bool:
@@ -67,7 +63,7 @@ def profile_log(log: EventLog | UserShards) -> LogProfile:
         events=len(log), users=len(log.active_users), items=log.n_items - 1,
         items_per_session=len(log) / max(len(log.session_offsets) - 1, 1), has_timestamp=log.has_timestamp,
         has_context=bool((log.context != 0).any()), has_shows=bool((log.action == SHOW).any()),
-        has_session_id=log.has_session_id, items_with_attributes=int((log.items.attributes > 0).any(1).sum()),
+        has_session_id=log.has_session_id,
     )
 
 
@@ -133,9 +129,6 @@ def choose(profile: LogProfile, time_budget_s: float, flops: float) -> tuple[Run
         pick("loss.n_negatives", negatives, f"as many shared negatives as leave {MIN_EPOCHS_IN_BUDGET} epochs in "
                                             f"the budget (between {MIN_NEGATIVES} and {MAX_NEGATIVES})")
         pick("loss.temperature", SAMPLED_TEMPERATURE, "sampled softmax's best temperature")
-    if profile.items_with_attributes:
-        pick("model.item_attributes", True, f"{profile.items_with_attributes:,} items have attributes: a new item is "
-                                            "known by them, and POST /v1/items can add items")
     steps_per_epoch = -(-profile.users // config.train.batch_size)  # at least one window per user
     pick("train.warmup_steps", min(config.train.warmup_steps, steps_per_epoch),
          f"at most one epoch (~{steps_per_epoch} steps): a longer warm-up is epochs of slow start on small logs")

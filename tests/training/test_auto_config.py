@@ -66,14 +66,3 @@ def test_the_budget_bounds_the_run_and_every_choice_says_why(write_csv):
     assert config.train.time_budget_s == BUDGET_S
     assert all(choice.why for choice in choices)
     config.validate()
-
-
-def test_an_items_file_with_attributes_makes_the_tower_read_them(write_csv):
-    # ... so that an item no one has acted on is known by them, and the service can take new items
-    events = write_csv([{"user_id": u, "item_id": f"i{n}"} for u in range(3) for n in range(3)])
-    bare = write_csv([{"item_id": f"i{n}", "title": f"item {n}"} for n in range(3)], "bare.csv")
-    described = write_csv([{"item_id": f"i{n}", "attributes": f"brand:{n % 2}|size:m"} for n in range(3)],
-                          "items.csv")
-    assert chosen(load_events(events, described))[0].model.item_attributes
-    assert not chosen(load_events(events, bare))[0].model.item_content  # titles alone: text stays opt-in
-    assert not chosen(load_events(events))[0].model.item_content
