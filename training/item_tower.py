@@ -7,7 +7,7 @@ Content (ModelConfig.item_attributes / item_text / semantic_id_levels, issue 25)
 mean bag of attribute embeddings, the frozen sentence encoder's text vector through a linear map, and one learned
 embedding per semantic-id code. An item with no training events has no trained id embedding, so the tower gives
 it the content head's vector instead (`item_seen`): a second, separate set of part tables and MLP over the same
-content, trained to give each known item, from its content alone, the scores the full tower gives it (losses.py).
+content, trained to place each known item, from its content alone, where the full tower does (losses.py).
 """
 
 from __future__ import annotations

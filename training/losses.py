@@ -176,34 +176,14 @@ def log_item_frequency(counts: torch.Tensor) -> torch.Tensor:
     return torch.log(smoothed / smoothed.sum()).clamp_min(math.log(1e-12))
 
 
-CONTENT_NEGATIVES = 1024  # known items each pair's query scores the content vectors against
 
-
-def content_head_loss(pairs: Pairs, item_tower: ItemTower, config: LossConfig,
-                      generator: torch.Generator) -> torch.Tensor:
-    """Train the content head to rank as the model does, in a catalogue where some items are known by content
-    alone. Each pair's query scores a shared sample of known items (full vectors) and the content vectors of the
-    batch's positives, twice: once with its positive's content vector as the answer (a new item must rise above
-    known items for the users it suits), once with its full vector as the answer (another item's content vector
-    must stay below what a user really chose). Queries and full vectors are held fixed, so only the head learns.
-    With the first half alone the head won by pointing every new item at the average user, and new items filled
-    every list; matching the full vector's scores instead sank new items under the bulk of low scores.
-    `generator` draws the sample apart from torch's own random stream (the model's dropout stays as it was)."""
-    known = torch.nonzero(item_tower.item_seen).squeeze(-1)
-    sample = torch.randint(len(known), (CONTENT_NEGATIVES,), generator=generator, device=generator.device)
-    negatives = known[sample.to(known.device)]
-    unique, inverse = torch.unique(pairs.positive, return_inverse=True)
-    content = item_tower.content_vectors(unique)  # (U, d)
+def content_head_loss(pairs: Pairs, item_tower: ItemTower) -> torch.Tensor:
+    """Mean (1 - cosine) between each positive's content-only vector and its full vector, held fixed: trains the
+    content head (alone) to place an item where its id puts it. Tried against it on MovieLens-100K, and worse on
+    new items: a softmax of the content vector against known items (it pointed every new item at the average
+    user and filled every list), the same with the full vector's answer added (new-item Recall@50 0.03-0.04
+    against 0.14), and matching the full vector's scores on the batch's queries (0.004-0.013)."""
+    unique = torch.unique(pairs.positive)
     with torch.no_grad():
-        negative_vectors = item_tower(negatives)  # (n, d)
-        positive_vectors = item_tower(unique)[inverse]  # (P, d)
-    query = pairs.query.detach() / config.temperature
-    known_logits = (query @ negative_vectors.T).masked_fill(pairs.positive[:, None] == negatives[None, :],
-                                                             -torch.inf)  # (P, n)
-    content_logits = query @ content.T  # (P, U)
-    own = inverse[:, None] == torch.arange(len(unique), device=inverse.device)[None, :]
-    others = content_logits.masked_fill(own, -torch.inf)
-    as_answer = torch.cat([content_logits[own][:, None], known_logits, others], dim=1)
-    as_rival = torch.cat([(query * positive_vectors).sum(-1, keepdim=True), known_logits, others], dim=1)
-    target = torch.zeros(len(query), dtype=torch.long, device=query.device)
-    return F.cross_entropy(as_answer, target) + F.cross_entropy(as_rival, target)
+        full = item_tower(unique)  # (U, d)
+    return (1.0 - (item_tower.content_vectors(unique) * full).sum(-1)).mean()

@@ -142,11 +142,9 @@ class BatchLoss(torch.nn.Module):
     """The training loss of one batch as one module's forward: DistributedDataParallel averages the gradients of
     what runs inside a forward."""
 
-    def __init__(self, model: RecallModel, seed: int):
+    def __init__(self, model: RecallModel):
         super().__init__()
         self.model = model
-        # the content head's negatives: a stream of their own (losses.content_head_loss)
-        self.content_generator = torch.Generator(next(model.parameters()).device).manual_seed(seed)
 
     def forward(self, features: dict[str, torch.Tensor], loss: LossConfig,
                 item_log_prob: torch.Tensor) -> torch.Tensor | None:
@@ -157,8 +155,7 @@ class BatchLoss(torch.nn.Module):
         total = total_loss(pairs, self.model.item_tower, loss, self.model.task_bias, item_log_prob).total \
             if len(pairs) else 0.0
         if self.model.config.item_content and loss.content_weight and len(pairs):
-            total = total + loss.content_weight * content_head_loss(pairs, self.model.item_tower, loss,
-                                                                    self.content_generator)
+            total = total + loss.content_weight * content_head_loss(pairs, self.model.item_tower)
         if alone:
             return total
         # With peers every parameter takes part in every step (a task head with no click or pay in the batch, a
@@ -241,7 +238,7 @@ def train(log: EventLog | UserShards, config: RunConfig, protocol: str = "loo", 
     device = pick_device(cfg.device)
     valid, source = training_source(log, config, protocol, device, rank, world)
     model = build_model(valid.train, config, device, init_state, source.item_counts)
-    step = distributed.parallel(BatchLoss(model, config.train.seed), device)
+    step = distributed.parallel(BatchLoss(model), device)
     show_progress = show_progress and rank == 0
     optimizer, scheduler = optimizer_and_schedule(model, source.n_windows, config, cfg.epochs)
     # Each rank its own batch order (reproducible at the same N). torch's random stream stays the same on every
@@ -350,7 +347,7 @@ def refit(log: EventLog | UserShards, config: RunConfig, device: torch.device, i
         source = StreamedData(log, distributed.own_shards(log.n_shards, rank, world),
                               lambda shard: recent_readable(shard, config, log.max_timestamp), config, device)
     model = build_model(whole, config, device, init_state, source.item_counts)
-    step = distributed.parallel(BatchLoss(model, config.train.seed), device)
+    step = distributed.parallel(BatchLoss(model), device)
     optimizer, scheduler = optimizer_and_schedule(model, source.n_windows, config, config.train.epochs)
     rng, sequences, started = np.random.default_rng(config.train.seed + rank), 0, time.perf_counter()
     for epoch in range(1, epochs + 1):

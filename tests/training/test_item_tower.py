@@ -68,7 +68,6 @@ def test_an_item_embedded_from_its_content_alone_equals_the_same_item_in_the_cat
 def test_learning_to_stand_in_for_the_id_never_moves_a_known_item():
     # The content head learns to score items from their content as the model scores them by id; a shared head
     # let its loss pull the known items' own vectors (they lost 11-22% of their recall, BENCHMARKS.md).
-    from training.config import LossConfig
     from training.losses import content_head_loss
     from training.pairs import Pairs
 
@@ -80,7 +79,7 @@ def test_learning_to_stand_in_for_the_id_never_moves_a_known_item():
     query = torch.nn.functional.normalize(torch.randn(5, 16), dim=-1).requires_grad_()
     pairs = Pairs(query=query, positive=positive, action=torch.ones(5, dtype=torch.long),
                   scenario=torch.zeros(5, dtype=torch.long), weight=torch.ones(5), group=torch.arange(5))
-    loss = content_head_loss(pairs, tower, LossConfig(), torch.Generator().manual_seed(0))
+    loss = content_head_loss(pairs, tower)
     loss.backward()
     assert query.grad is None or not query.grad.any()  # nor the user encoder
     content_grads = [p.grad for p in tower.content_head.parameters()]
