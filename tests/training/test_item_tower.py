@@ -66,7 +66,7 @@ def test_an_item_embedded_from_its_content_alone_equals_the_same_item_in_the_cat
 
 
 def test_learning_to_stand_in_for_the_id_never_moves_a_known_item():
-    # The content head learns to score items from their content as the model scores them by id; a shared head
+    # The content head learns to place items from their content where the model puts them by id; a shared head
     # let its loss pull the known items' own vectors (they lost 11-22% of their recall, BENCHMARKS.md).
     from training.losses import content_head_loss
     from training.pairs import Pairs
