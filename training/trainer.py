@@ -168,10 +168,11 @@ def build_model(log: EventLog, config: RunConfig, device: torch.device, init_sta
                 item_counts: np.ndarray) -> RecallModel:
     """A fresh (or warm-started) model whose item tower holds the log's side information and content.
     `item_counts`: training events per item code over the whole log."""
-    warm_codebook = None if init_state is None else init_state.get("item_tower.semantic_centroids")
+    codebook = (init_state or {}).get("item_tower.semantic_centroids")  # a warm start keeps its semantic ids
+    if codebook is not None and len(codebook) != config.model.semantic_id_levels:
+        codebook = None  # other levels: grow_state refuses the start and says why
     content = item_content(log.items, log.n_items, item_counts, config.model, config.train.seed,
-                           None if warm_codebook is None or len(warm_codebook) != config.model.semantic_id_levels
-                           else warm_codebook.cpu().numpy())
+                           None if codebook is None else codebook.cpu().numpy())
     model = RecallModel(config.model, log.vocabs.sizes() | {"items": log.n_items} | content.sizes).to(device)
     model.item_tower.set_side_info({name: values.to(device) for name, values in content.side_info.items()})
     if init_state is not None:
