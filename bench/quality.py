@@ -126,9 +126,13 @@ def run_config(variant: Variant, epochs: int, seed: int = 0, patience: int = TUN
 # it did (None: any value, it cannot change results: streaming gives the same windows, BENCHMARKS.md). A run cached
 # before a group existed is found under the key without it, so adding a setting does not invalidate every run.
 LATER_SETTINGS = [{("model", "item_attributes"): False, ("model", "item_text"): False,
-                   ("model", "semantic_id_levels"): 0, ("loss", "content_weight"): 1.0},
+                   ("model", "semantic_id_levels"): 0},
                   {("train", "shard_events"): None},
                   {("train", "time_budget_s"): 0.0, ("model", "layout"): "sessions"}]
+# Settings since removed, with the value runs were cached under while they existed. Such a run is found again
+# where the removal cannot change it: loss.content_weight weighed a content head's loss, and a run without item
+# content had none.
+RETIRED_SETTINGS = {("loss", "content_weight"): 1.0}
 
 
 def code_keys(config: RunConfig) -> list[dict]:
@@ -139,6 +143,11 @@ def code_keys(config: RunConfig) -> list[dict]:
     path_version = PATH_VERSIONS.get((config.model.encoder, config.model.layout))
     versions = {"code": CODE_VERSION} if path_version is None else {"code": CODE_VERSION, "path_code": path_version}
     keys = [{**settings, **versions}]
+    if not config.model.item_content:
+        retired = {section: dict(values) for section, values in settings.items()}
+        for (section, name), value in RETIRED_SETTINGS.items():
+            retired[section][name] = value
+        keys.append({**retired, **versions})
     for group in LATER_SETTINGS:
         if any(neutral is not None and settings[section][name] != neutral
                for (section, name), neutral in group.items()):

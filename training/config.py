@@ -75,9 +75,6 @@ class LossConfig:
     click_weight: float = 1.0  # L_click (TBGRecall only: needs shown-not-clicked items)
     pay_weight: float = 1.0  # L_pay
     future_weight: float = 0.5  # weight of the heads for sessions k+1.. relative to session k
-    # With item content: weight of the content head's loss (losses.content_head_loss), which pulls each known
-    # item's content-only vector to its full one.
-    content_weight: float = 1.0
 
 
 @dataclass

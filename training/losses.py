@@ -174,15 +174,3 @@ def log_item_frequency(counts: torch.Tensor) -> torch.Tensor:
     """log q(item) of in-batch sampling (frequency-proportional), for the logQ correction."""
     smoothed = counts.float() + 1.0
     return torch.log(smoothed / smoothed.sum()).clamp_min(math.log(1e-12))
-
-
-def content_head_loss(pairs: Pairs, item_tower: ItemTower) -> torch.Tensor:
-    """Mean (1 - cosine) between each positive's content-only vector and its full vector, held fixed: trains the
-    content head (alone) to place an item where its id puts it. Tried against it on MovieLens-100K, and worse on
-    new items: a softmax of the content vector against known items (it pointed every new item at the average
-    user and filled every list), the same with the full vector's answer added (new-item Recall@50 0.03-0.04
-    against 0.13), and matching the full vector's scores on the batch's queries (0.004-0.013)."""
-    unique = torch.unique(pairs.positive)
-    with torch.no_grad():
-        full = item_tower(unique)  # (U, d)
-    return (1.0 - (item_tower.content_vectors(unique) * full).sum(-1)).mean()

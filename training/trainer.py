@@ -25,7 +25,8 @@ from evaluation.splits import Split, holdout_time, leave_one_out, sample_cases, 
 from training import distributed
 from training.config import LossConfig, RunConfig, readable_log, uses_context_tokens
 from training.item_content import item_content
-from training.losses import content_head_loss, log_item_frequency, total_loss
+from training.content_fit import fit_content_head
+from training.losses import log_item_frequency, total_loss
 from training.model import RecallModel, grow_state
 from training.recommender import EncoderRecommender, to_tensors
 
@@ -154,8 +155,6 @@ class BatchLoss(torch.nn.Module):
             return None
         total = total_loss(pairs, self.model.item_tower, loss, self.model.task_bias, item_log_prob).total \
             if len(pairs) else 0.0
-        if self.model.config.item_content and loss.content_weight and len(pairs):
-            total = total + loss.content_weight * content_head_loss(pairs, self.model.item_tower)
         if alone:
             return total
         # With peers every parameter takes part in every step (a task head with no click or pay in the batch, a
@@ -200,9 +199,6 @@ def run_epoch(step: torch.nn.Module, source: InMemoryData | StreamedData, optimi
     bar = tqdm(desc=bar_title, disable=None if show_progress else True, leave=False, unit="batch")
     batches = (batch for data in source.parts(rng)
                for batch in ((data, index) for index in length_bucketed_batches(data.lengths, batch_size, rng)))
-    # The content head learns from a loss of its own: clipped together, its gradients would rescale the model's.
-    head = [parameter for name, parameter in step.named_parameters() if "content_head." in name]
-    rest = [parameter for name, parameter in step.named_parameters() if "content_head." not in name]
     while distributed.every_rank_has((batch := next(batches, None)) is not None, device):
         data, batch_index = batch
         features = to_tensors(collate(data.tokens, data.windows[batch_index]), device)
@@ -212,8 +208,7 @@ def run_epoch(step: torch.nn.Module, source: InMemoryData | StreamedData, optimi
             continue
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        for parameters in (rest, head):
-            torch.nn.utils.clip_grad_norm_(parameters, config.train.grad_clip)
+        torch.nn.utils.clip_grad_norm_(step.parameters(), config.train.grad_clip)
         optimizer.step()
         scheduler.step()
         losses.append(loss.item())
@@ -248,7 +243,7 @@ def train(log: EventLog | UserShards, config: RunConfig, protocol: str = "loo", 
     rng = np.random.default_rng(cfg.seed + rank)
     metric_name = f"ndcg@{cfg.eval_k}"
     # Histories are built once; the weights change in place. Only rank 0 validates.
-    validator = EncoderRecommender(model, valid.train) if rank == 0 else None
+    validator = EncoderRecommender(model, valid.train, known_only=True) if rank == 0 else None
     best_metric, best_state, stale, history, sequences, train_seconds = -1.0, None, 0, [], 0, 0.0
     for epoch in range(1, cfg.epochs + 1):
         epoch_started = time.perf_counter()
@@ -281,6 +276,9 @@ def train(log: EventLog | UserShards, config: RunConfig, protocol: str = "loo", 
         model, seen, seconds = refit(log, config, device, init_state, best["epoch"], show_progress)
         sequences, train_seconds = sequences + seen, train_seconds + seconds
         best = {**best, "refit_epochs": best["epoch"]}  # the validation figures are the first run's
+    if config.model.item_content:
+        model.content_stats["head"] = fit_content_head(model.item_tower, cfg.seed, show_progress=show_progress)
+        logger.info("content head: %s", model.content_stats["head"])
     model.eval()
     return TrainResult(model=model, metrics={k: v for k, v in best.items() if k != "seconds"}, history=history,
                        seconds=time.perf_counter() - started,

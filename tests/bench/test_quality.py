@@ -52,3 +52,15 @@ def test_a_setting_added_later_does_not_invalidate_the_runs_cached_before_it(tmp
     # ... but a run that sets one of them away from its old behaviour is a different run
     config.train.time_budget_s = 600.0
     assert cached("synthetic", "SASRec", code_keys(config), lambda: [], train_missing=False) == []
+
+
+def test_a_setting_removed_later_still_finds_the_runs_it_could_not_have_changed(tmp_path, monkeypatch):
+    monkeypatch.setattr(quality, "FINISHED_RUNS", tmp_path)
+    rows = [{"model": "SASRec", "ndcg@10": 0.08}]
+    config = run_config(SASREC, epochs=30)
+    current, with_retired, *_ = code_keys(config)
+    assert "content_weight" not in current["loss"] and with_retired["loss"]["content_weight"] == 1.0
+    cached("synthetic", "SASRec", [with_retired], lambda: rows)  # made while the setting existed
+    assert cached("synthetic", "SASRec", code_keys(config), lambda: pytest.fail("retrained")) == rows
+    config.model.item_attributes = True  # a content model: the removed setting did change it
+    assert all("content_weight" not in key["loss"] for key in code_keys(config))

@@ -44,8 +44,6 @@ def shopper(small_world) -> tuple[list[dict], pd.DataFrame, pd.Series]:
     return recent, items, items[~items.category.isin(touched)].iloc[0]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 25, open: since the content head became separate (session 17), the "
-                   "twin of the user's best item ranks 142nd, not in the top 50, on this small world (6 or 12 epochs)")
 def test_a_new_item_is_retrieved_by_its_content_at_once_and_after_a_restart(tmp_path, content_index, small_world):
     recent, items, stranger = shopper(small_world)
     settings = service_settings(tmp_path, index_root=content_index)

@@ -167,14 +167,14 @@ def test_a_warm_start_keeps_its_semantic_codebook_as_the_catalogue_grows(tmp_pat
 
 def test_learning_a_content_head_leaves_the_models_own_training_as_it_was(tmp_path):
     # Every item has events, and the items file gives no attributes: with item_attributes on, the only addition is
-    # the content head and its loss, which must not change a single step of the model itself.
+    # the content head, fitted after training, which must not change a single step of the model itself.
     events = pd.DataFrame([{"user_id": u, "item_id": f"i{(u + n) % 30}", "timestamp": 1_700_000_000 + 3600 * n}
                            for u in range(90) for n in range(10)])  # a session per event
     events.to_parquet(tmp_path / "events.parquet")
     log = load_events(tmp_path / "events.parquet")
     states = []
     for content in (False, True):
-        config = small_config(epochs=2, grad_clip=0.05)  # clipped in every step: the head's gradients apart
+        config = small_config(epochs=2, grad_clip=0.05)  # clipped in every step: the head holds no gradients
         config.model.item_attributes = content
         result = train(log, config, protocol="loo", show_progress=False)
         assert all(epoch["loss"] > 0 for epoch in result.history)  # it trained
