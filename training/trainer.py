@@ -24,8 +24,8 @@ from evaluation.evaluate import evaluate
 from evaluation.splits import Split, holdout_time, leave_one_out, sample_cases, temporal_split
 from training import distributed
 from training.config import LossConfig, RunConfig, readable_log, uses_context_tokens
-from training.item_content import item_content
 from training.content_fit import fit_content_head
+from training.item_content import item_content
 from training.losses import log_item_frequency, total_loss
 from training.model import RecallModel, grow_state
 from training.recommender import EncoderRecommender, to_tensors
