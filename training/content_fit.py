@@ -56,6 +56,7 @@ def fit_content_head(tower: ItemTower, seed: int, steps: int = 3000, batch_size:
         schedule.step()
         bar.set_postfix(cosine=f"{1 - loss.item():.4f}")
     bar.close()
+    tower.content_head_fitted.fill_(1)
     tower.train(was_training)
     with torch.no_grad():
         cosine = torch.cat([(tower.content_vectors(known[start:start + batch_size])

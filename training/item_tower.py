@@ -1,14 +1,15 @@
-"""The item tower: item id + category + seller (+ content) embeddings -> MLP -> L2-normalised retrieval vector.
+"""The item tower: item id + category + seller embeddings -> MLP -> L2-normalised retrieval vector.
 
 The same tower embeds item tokens for the encoders and builds the ANN index, so both live in one space.
 Side information is kept as buffers indexed by item code, so the exported graph takes item codes only.
 
-Content (ModelConfig.item_attributes / item_text / semantic_id_levels, issue 25) is summed in beside the id: a
-mean bag of attribute embeddings, the frozen sentence encoder's text vector through a linear map, and one learned
-embedding per semantic-id code. An item with no training events has no trained id embedding, so the tower gives
-it the content head's vector instead (`item_seen`): a second, separate set of part tables and MLP over the same
-content, fitted after training to place each known item, from its content alone, where the full tower does
-(training/content_fit.py).
+Content (ModelConfig.item_attributes / item_text / semantic_id_levels, issue 25) places the items no one has acted
+on yet (`item_seen` 0): a content head, with its own category and seller tables, a mean bag of attribute
+embeddings, the frozen sentence encoder's text vector through a linear map and one learned embedding per
+semantic-id code, summed and passed through its own MLP. It is fitted after training to put each known item, from
+its content alone, where the id path does (training/content_fit.py). Content does not enter the id path: summed in
+beside the id it cost the known items 2-22% of their Recall@50 in every tower measured (BENCHMARKS.md, "New
+items"), and kept out, a model with content trains exactly as the same model without (a test checks this).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from torch import nn
 from training.config import ModelConfig
 from training.text_encoder import TEXT_DIM
 
-CONTENT_STREAM, CONTENT_HEAD_STREAM = 1_000_003, 2_000_003  # offsets from the run seed
+CONTENT_HEAD_STREAM = 2_000_003  # an offset from the run seed
 
 
 @contextmanager
@@ -35,15 +36,15 @@ def own_random_stream(stream: int):
         yield
 
 
-def add_part_embeddings(module: nn.Module, config: ModelConfig, sizes: dict[str, int],
+def add_part_embeddings(module: nn.Module, config: ModelConfig, sizes: dict[str, int], content: bool,
                         hidden: int | None = None) -> list[nn.Embedding]:
-    """Give `module` the tables an item's parts are embedded with (category and seller, plus the content the
-    config asks for, initialised here) and the MLP over their sum (`hidden` wide; default the dimension);
-    returns the category and seller tables, for initialisation."""
+    """Give `module` the tables an item's parts are embedded with (category and seller, plus, with `content`, the
+    content the config asks for, initialised here) and the MLP over their sum (`hidden` wide; default the
+    dimension); returns the category and seller tables, for initialisation."""
     dim = config.dim
     module.category_embedding = nn.Embedding(sizes["categories"], dim, padding_idx=0)
     module.seller_embedding = nn.Embedding(sizes["sellers"], dim, padding_idx=0)
-    with own_random_stream(CONTENT_STREAM):
+    if content:
         if config.item_attributes:
             module.attribute_embedding = nn.Embedding(sizes["attributes"], dim, padding_idx=0)
             _init_with_zero_padding(module.attribute_embedding)
@@ -102,7 +103,7 @@ class ContentHead(nn.Module):
     def __init__(self, config: ModelConfig, sizes: dict[str, int]):
         super().__init__()
         with own_random_stream(CONTENT_HEAD_STREAM):
-            init_part_embeddings(self, add_part_embeddings(self, config, sizes, hidden=4 * config.dim))
+            init_part_embeddings(self, add_part_embeddings(self, config, sizes, content=True, hidden=4 * config.dim))
 
 
 class ItemTower(nn.Module):
@@ -113,9 +114,12 @@ class ItemTower(nn.Module):
         self.item_embedding = nn.Embedding(n_items, dim, padding_idx=0)
         self.register_buffer("item_category", torch.zeros(n_items, dtype=torch.long))
         self.register_buffer("item_seller", torch.zeros(n_items, dtype=torch.long))
-        embeddings = [self.item_embedding, *add_part_embeddings(self, config, sizes)]
+        embeddings = [self.item_embedding, *add_part_embeddings(self, config, sizes, content=False)]
         if config.item_content:
             self.register_buffer("item_seen", torch.ones(n_items))  # 1: the id embedding has trained
+            # 1 once content_fit.py has fitted the head; until then an item without events is served as the same
+            # model without content serves it (its id path), so validation while training is that model's too.
+            self.register_buffer("content_head_fitted", torch.zeros(()))
         if config.item_attributes:
             self.register_buffer("item_attributes", torch.zeros(n_items, sizes["max_attributes"], dtype=torch.long))
         if config.item_text:
@@ -143,12 +147,12 @@ class ItemTower(nn.Module):
         return self.embed(items)
 
     def embed(self, items: torch.Tensor) -> torch.Tensor:
-        parts = self.parts(items)
-        full = combine(self, self.item_embedding(items), *parts)
+        full = combine(self, self.item_embedding(items), self.item_category[items], self.item_seller[items],
+                       None, None, None)
         if not self.config.item_content or self.training:
             return full  # training never scores an item without events (losses.py masks them out)
-        seen = self.item_seen[items, None] > 0
-        return torch.where(seen, full, combine(self.content_head, 0.0, *parts))
+        by_id = (self.item_seen[items, None] > 0) | (self.content_head_fitted == 0)
+        return torch.where(by_id, full, self.content_vectors(items))
 
     def parts(self, items: torch.Tensor) -> tuple:
         """The side information of (...) item codes, in combine's order."""

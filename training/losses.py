@@ -80,15 +80,12 @@ def _softmax_chunk(query: torch.Tensor, catalogue: torch.Tensor, positive: torch
     return F.cross_entropy(logits, positive, reduction="none")
 
 
-def full_softmax_loss(query: torch.Tensor, catalogue: torch.Tensor, positive: torch.Tensor,
-                      blocked: torch.Tensor | None = None) -> torch.Tensor:
+def full_softmax_loss(query: torch.Tensor, catalogue: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
     """(P,) cross-entropy of each pair's positive against the whole catalogue (N, d), leaving out the padding
-    item and the `blocked` ones ((N,) bool). Beyond SOFTMAX_CHUNK_LOGITS the pairs go in chunks whose logits are
+    item. Beyond SOFTMAX_CHUNK_LOGITS the pairs go in chunks whose logits are
     recomputed in the backward pass instead of kept, so memory stays bounded however many pairs a batch has (at
     the cost of one more matmul)."""
-    if blocked is None:
-        blocked = torch.zeros(len(catalogue), dtype=torch.bool, device=catalogue.device)
-    blocked = blocked.clone()
+    blocked = torch.zeros(len(catalogue), dtype=torch.bool, device=catalogue.device)
     blocked[0] = True  # the padding item
     rows = max(1, SOFTMAX_CHUNK_LOGITS // len(catalogue))
     if len(query) <= rows:
@@ -106,18 +103,13 @@ def retrieval_loss(pairs: Pairs, item_tower: ItemTower, config: LossConfig,
     positive_vectors = item_tower(pairs.positive)
     query = pairs.query / config.temperature  # scaling the (P, d) side is cheaper than any (P, N) logits
     positive_logit = (query * positive_vectors).sum(-1)
-    # Items no one acted on in training are new, not bad: with content they are never negatives, or training
-    # would teach the content path to push every new item down (it did: below random on new items).
-    unseen = item_tower.item_seen == 0 if item_tower.config.item_content else None
     if config.retrieval == "softmax":
         catalogue = item_tower(torch.arange(n_items, device=pairs.query.device))
-        per_pair = full_softmax_loss(query, catalogue, pairs.positive, unseen)
+        per_pair = full_softmax_loss(query, catalogue, pairs.positive)
         return scenario_mean(per_pair, pairs.scenario, weight)
     negatives, correction = sample_negatives(pairs, config, n_items, item_log_prob)
     negative_logits = query @ item_tower(negatives).T - correction  # (P, n)
     accidental = pairs.positive[:, None] == negatives[None, :]
-    if unseen is not None:
-        accidental = accidental | unseen[negatives][None, :]
     negative_logits = negative_logits.masked_fill(accidental, -torch.inf)
     if config.retrieval == "sampled_softmax":
         logits = torch.cat([positive_logit[:, None], negative_logits], dim=1)

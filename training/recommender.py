@@ -28,13 +28,10 @@ def to_tensors(batch: dict[str, np.ndarray], device: torch.device | str) -> dict
 
 
 class EncoderRecommender:
-    """Recommends with `model`, reading each case's history from `history` (the events before the request).
-    `known_only`: rank only the items the model has trained (with item content, the ones with events); what
-    validation ranks, so that the epoch is chosen by the model, not by the content head fitted after it."""
+    """Recommends with `model`, reading each case's history from `history` (the events before the request)."""
 
-    def __init__(self, model: RecallModel, history: EventLog, name: str = "", known_only: bool = False):
+    def __init__(self, model: RecallModel, history: EventLog, name: str = ""):
         self.model = model
-        self.known_only = known_only
         self.name = name or model.config.encoder
         self.table = session_table(readable_log(history, model.config), model.config.max_items_per_session)
         self.tokens = build_tokens(self.table, with_context=uses_context_tokens(model.config))
@@ -64,16 +61,11 @@ class EncoderRecommender:
         users = self.user_vectors(cases.user, cases.context, cases.scenario, cases.request_time)
         items = self.model.item_vectors().float().cpu().numpy()
         n_known = len(items)
-        tower = self.model.item_tower
-        unseen = (np.flatnonzero(tower.item_seen.cpu().numpy() == 0)
-                  if self.known_only and self.model.config.item_content else None)
         n_items = max(n_known, int(cases.target_items.max(initial=0)) + 1)
 
         def score_rows(rows: np.ndarray) -> np.ndarray:
             scores = np.full((len(rows), n_items), -np.inf, dtype=np.float32)
             scores[:, :n_known] = users[rows] @ items.T  # items new since training have no vector yet
-            if unseen is not None:
-                scores[:, unseen] = -np.inf
             return scores
 
         return top_k(score_rows, len(cases), k, *viewed or ())

@@ -182,6 +182,7 @@ def build_model(log: EventLog, config: RunConfig, device: torch.device, init_sta
         if "item_seen" in content.side_info:
             tower = model.item_tower
             tower.item_seen.copy_(torch.maximum(tower.item_seen, content.side_info["item_seen"].to(device)))
+            tower.content_head_fitted.zero_()  # fitted again after this training, to the model it ends with
     model.content_stats = content.stats
     return model
 
@@ -243,7 +244,7 @@ def train(log: EventLog | UserShards, config: RunConfig, protocol: str = "loo", 
     rng = np.random.default_rng(cfg.seed + rank)
     metric_name = f"ndcg@{cfg.eval_k}"
     # Histories are built once; the weights change in place. Only rank 0 validates.
-    validator = EncoderRecommender(model, valid.train, known_only=True) if rank == 0 else None
+    validator = EncoderRecommender(model, valid.train) if rank == 0 else None
     best_metric, best_state, stale, history, sequences, train_seconds = -1.0, None, 0, [], 0, 0.0
     for epoch in range(1, cfg.epochs + 1):
         epoch_started = time.perf_counter()

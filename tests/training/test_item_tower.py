@@ -31,6 +31,7 @@ def content_tower(counts: np.ndarray, titles: list[str]) -> ItemTower:
     content = item_content(items, n_items, counts, config)
     tower = ItemTower(config, {"items": n_items, "categories": 1, "sellers": 1, **content.sizes})
     tower.set_side_info(content.side_info)
+    tower.content_head_fitted.fill_(1)  # as after training: items without events are served by the head
     return tower.eval()
 
 

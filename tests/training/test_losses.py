@@ -96,27 +96,3 @@ def test_full_softmax_in_chunks_gives_the_same_loss_and_gradients(monkeypatch):
     torch.testing.assert_close(chunked, whole)
     for chunked_grad, whole_grad in zip(chunked_grads, whole_grads, strict=True):
         torch.testing.assert_close(chunked_grad, whole_grad)
-
-
-@pytest.mark.parametrize("retrieval", ["softmax", "sampled_softmax", "gbce"])
-def test_an_item_no_one_acted_on_is_never_a_negative_when_the_tower_reads_content(retrieval):
-    # Otherwise training pushes every new item down through the content path it shares with the others.
-    torch.manual_seed(0)
-    tower = ItemTower(ModelConfig(dim=8, item_attributes=True),
-                      {"items": 20, "categories": 2, "sellers": 2, "attributes": 5, "max_attributes": 1})
-    tower.set_side_info({"item_seen": torch.tensor([0.0] + [1.0] * 16 + [0.0] * 3),  # items 17-19 are new
-                         "item_attributes": torch.tensor([[0]] + [[1 + n % 3] for n in range(16)] + [[4]] * 3)})
-    pairs = session_pairs([CLICK, CLICK, CLICK], [0, 1, 2])
-    config = LossConfig(retrieval=retrieval, n_negatives=400)  # uniform over the catalogue: every item drawn
-
-    def loss() -> float:
-        torch.manual_seed(1)  # the same negatives
-        return float(total_loss(pairs, tower, config, torch.zeros(2)).retrieval)
-
-    before = loss()
-    with torch.no_grad():
-        tower.attribute_embedding.weight[4].add_(1.0)  # moves only the new items' vectors
-    assert loss() == pytest.approx(before, abs=1e-6)
-    with torch.no_grad():
-        tower.attribute_embedding.weight[1].add_(1.0)  # moves known items
-    assert loss() != pytest.approx(before, abs=1e-6)

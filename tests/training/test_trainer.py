@@ -165,19 +165,27 @@ def test_a_warm_start_keeps_its_semantic_codebook_as_the_catalogue_grows(tmp_pat
     assert warm.model.content_stats["semantic_ids"]["items"] > first.model.content_stats["semantic_ids"]["items"]
 
 
-def test_learning_a_content_head_leaves_the_models_own_training_as_it_was(tmp_path):
-    # Every item has events, and the items file gives no attributes: with item_attributes on, the only addition is
-    # the content head, fitted after training, which must not change a single step of the model itself.
+def test_item_content_leaves_the_models_own_training_as_it_was(tmp_path):
+    # Content places only the items no one acted on, through a head fitted after training: the model itself, the
+    # vectors of the items it knows and its validation are step for step those of the same model without content.
     events = pd.DataFrame([{"user_id": u, "item_id": f"i{(u + n) % 30}", "timestamp": 1_700_000_000 + 3600 * n}
                            for u in range(90) for n in range(10)])  # a session per event
+    items = pd.DataFrame({"item_id": [f"i{n}" for n in range(36)],  # i30-i35: in the catalogue, no events yet
+                          "category": [f"c{n % 4}" for n in range(36)],
+                          "title": [f"{colour} item {n % 6}" for n, colour in zip(range(36), ["red", "blue"] * 18, strict=True)],
+                          "attributes": [f"size:{n % 3}" for n in range(36)]})
     events.to_parquet(tmp_path / "events.parquet")
-    log = load_events(tmp_path / "events.parquet")
-    states = []
+    items.to_parquet(tmp_path / "items.parquet")
+    log = load_events(tmp_path / "events.parquet", tmp_path / "items.parquet")
+    results = []
     for content in (False, True):
-        config = small_config(epochs=2, grad_clip=0.05)  # clipped in every step: the head holds no gradients
-        config.model.item_attributes = content
-        result = train(log, config, protocol="loo", show_progress=False)
-        assert all(epoch["loss"] > 0 for epoch in result.history)  # it trained
-        states.append(result.model.state_dict())
-    bare, with_content = states
-    assert all(torch.allclose(value, with_content[name], atol=1e-6) for name, value in bare.items())
+        config = small_config(epochs=2, grad_clip=0.05)  # clipped in every step
+        config.model.item_attributes = config.model.item_text = content
+        config.model.semantic_id_levels = 2 if content else 0
+        results.append(train(log, config, protocol="loo", show_progress=False))
+    bare, with_content = results
+    assert all(epoch["loss"] > 0 for epoch in bare.history)  # it trained
+    assert [epoch["ndcg@10"] for epoch in bare.history] == [epoch["ndcg@10"] for epoch in with_content.history]
+    content_state = with_content.model.state_dict()
+    assert all(torch.equal(value, content_state[name]) for name, value in bare.model.state_dict().items())
+    assert with_content.model.content_stats["head"]["known_items"] == 30  # and the head learned from them
