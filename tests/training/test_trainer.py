@@ -172,7 +172,7 @@ def test_item_content_leaves_the_models_own_training_as_it_was(tmp_path):
                            for u in range(90) for n in range(10)])  # a session per event
     items = pd.DataFrame({"item_id": [f"i{n}" for n in range(36)],  # i30-i35: in the catalogue, no events yet
                           "category": [f"c{n % 4}" for n in range(36)],
-                          "title": [f"{colour} item {n % 6}" for n, colour in zip(range(36), ["red", "blue"] * 18, strict=True)],
+                          "title": [f"{['red', 'blue'][n % 2]} item {n % 6}" for n in range(36)],
                           "attributes": [f"size:{n % 3}" for n in range(36)]})
     events.to_parquet(tmp_path / "events.parquet")
     items.to_parquet(tmp_path / "items.parquet")
