@@ -120,7 +120,11 @@ def score(model, split: Split, is_new: np.ndarray) -> dict:
     viewed = viewed_items(split.train, split.cases.user)
     _, recommended = model.recommend(split.cases, max(KS) + int(is_new.sum()), viewed)
     known_only = np.stack([row[~is_new[row]][: max(KS)] for row in recommended])
-    row = {}
+    # What a user is served: every target, over the whole catalogue. New items placed too high push known
+    # targets out of it, which neither column above sees.
+    row = {"all_" + name: float(values.mean())
+           for name, values in per_case_metrics(recommended[:, : max(KS)], split.cases, KS).items()}
+    row["new_share@50"] = float(is_new[recommended[:, : max(KS)]].mean())
     for prefix, keep, lists in (("cold_", is_new, recommended[:, : max(KS)]), ("warm_", ~is_new, known_only)):
         chosen, cases = with_targets(split.cases, keep)
         metrics = per_case_metrics(lists[chosen], cases, KS)
