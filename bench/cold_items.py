@@ -155,7 +155,9 @@ def bench_dataset(name: str, args, console) -> list[dict]:
 
 
 COLUMNS = [("model", "model"), ("cold_recall@50", "new items Recall@50"), ("cold_ndcg@10", "new NDCG@10"),
-           ("warm_recall@50", "known Recall@50"), ("warm_ndcg@10", "known NDCG@10"), ("train_seconds", "train s")]
+           ("warm_recall@50", "known Recall@50"), ("warm_ndcg@10", "known NDCG@10"),
+           ("all_recall@50", "served Recall@50"), ("new_share@50", "new items in the top 50"),
+           ("train_seconds", "train s")]
 
 
 def cell(row: dict, key: str) -> str:
