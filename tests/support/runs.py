@@ -32,3 +32,21 @@ def exported_run(root, small_world, epochs: int, **model_options):
     run = train_tiny_run(directory, root / "run", epochs=epochs, **model_options)
     export_run(run, root / "artifacts")
     return run, root / "artifacts"
+
+
+def catalogue_with_new_items(directory):
+    """A small log whose items file has titles, categories and attributes, and lists six items (i30-i35) that no
+    event touches: new to any model trained on it."""
+    import pandas as pd
+
+    from contract.events import load_events
+
+    events = pd.DataFrame([{"user_id": u, "item_id": f"i{(u + n) % 30}", "timestamp": 1_700_000_000 + 3600 * n}
+                           for u in range(90) for n in range(10)])  # a session per event
+    items = pd.DataFrame({"item_id": [f"i{n}" for n in range(36)],
+                          "category": [f"c{n % 4}" for n in range(36)],
+                          "title": [f"{['red', 'blue'][n % 2]} item {n % 6}" for n in range(36)],
+                          "attributes": [f"size:{n % 3}" for n in range(36)]})
+    events.to_parquet(directory / "events.parquet")
+    items.to_parquet(directory / "items.parquet")
+    return load_events(directory / "events.parquet", directory / "items.parquet")

@@ -13,6 +13,7 @@ from evaluation.evaluate import evaluate
 from evaluation.popularity import PopularModel
 from evaluation.splits import leave_one_out, temporal_split
 from evaluation.synth import SynthConfig, generate
+from tests.support.runs import catalogue_with_new_items
 from training.config import LossConfig, ModelConfig, RunConfig, TrainConfig
 from training.model import RecallModel
 from training.recommender import EncoderRecommender
@@ -168,15 +169,7 @@ def test_a_warm_start_keeps_its_semantic_codebook_as_the_catalogue_grows(tmp_pat
 def test_item_content_leaves_the_models_own_training_as_it_was(tmp_path):
     # Content places only the items no one acted on, through a head fitted after training: the model itself, the
     # vectors of the items it knows and its validation are step for step those of the same model without content.
-    events = pd.DataFrame([{"user_id": u, "item_id": f"i{(u + n) % 30}", "timestamp": 1_700_000_000 + 3600 * n}
-                           for u in range(90) for n in range(10)])  # a session per event
-    items = pd.DataFrame({"item_id": [f"i{n}" for n in range(36)],  # i30-i35: in the catalogue, no events yet
-                          "category": [f"c{n % 4}" for n in range(36)],
-                          "title": [f"{['red', 'blue'][n % 2]} item {n % 6}" for n in range(36)],
-                          "attributes": [f"size:{n % 3}" for n in range(36)]})
-    events.to_parquet(tmp_path / "events.parquet")
-    items.to_parquet(tmp_path / "items.parquet")
-    log = load_events(tmp_path / "events.parquet", tmp_path / "items.parquet")
+    log = catalogue_with_new_items(tmp_path)
     results = []
     for content in (False, True):
         config = small_config(epochs=2, grad_clip=0.05)  # clipped in every step
