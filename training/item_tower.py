@@ -150,7 +150,7 @@ class ItemTower(nn.Module):
         full = combine(self, self.item_embedding(items), self.item_category[items], self.item_seller[items],
                        None, None, None)
         if not self.config.item_content or self.training:
-            return full  # training never scores an item without events (losses.py masks them out)
+            return full  # training: the id path only; the content head is fitted after it (content_fit.py)
         by_id = (self.item_seen[items, None] > 0) | (self.content_head_fitted == 0)
         return torch.where(by_id, full, self.content_vectors(items))
 
