@@ -100,7 +100,8 @@ class Cluster:
                     "RECALL_WEBHOOK_SECRET": SECRET, "RECALL_API_KEY": API_KEY,
                     "RECALL_STREAM_PARTITIONS": str(PARTITIONS), "RECALL_WORKER_LEASE_MS": "3000",
                     "RECALL_INDEX_POLL_S": "0.5", "RECALL_ENCODER_THREADS": "1"}
-        self.api = self._start("serve", "--port", str(self.port))
+        # One API process: the soak follows its resident memory, and a parent of several holds none of the model.
+        self.api = self._start("serve", "--port", str(self.port), "--workers", "1")
         self.workers = [self._start("worker", "--metrics-port", "0") for _ in range(2)]
         self.store = redis.Redis.from_url(self.redis.url)
         self.keys = Keys("nr", PARTITIONS)

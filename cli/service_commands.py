@@ -23,7 +23,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     serve = commands.add_parser("serve", help="run the HTTP API (embedded Redis and worker without REDIS_URL)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on")
-    serve.add_argument("--workers", type=int, default=1, help="uvicorn processes (needs REDIS_URL)")
+    serve.add_argument("--workers", type=int, default=None,
+                       help="API processes (default RECALL_WORKERS: one per CPU); on the embedded default the "
+                            "parent process runs redis-server and the near-line worker for them all")
     serve.set_defaults(handler=run_serve)
     worker = commands.add_parser("worker", help="run a near-line worker against REDIS_URL")
     worker.add_argument("--metrics-port", type=int, default=9101, help="Prometheus /metrics port (0: none)")
@@ -61,10 +63,12 @@ def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from index_builder.versions import current_version
+    from service.settings import container_cpus
 
     settings = settings_or_error()
-    if settings.embedded and args.workers > 1:
-        raise DataError("environment", "--workers > 1 needs a shared Redis: set REDIS_URL", column="REDIS_URL")
+    workers = args.workers if args.workers is not None else settings.workers or container_cpus()
+    if workers < 1:
+        raise DataError("recall serve", f"--workers must be at least 1, not {workers}", column="--workers")
     logging.getLogger("service").setLevel(logging.INFO)
     if not settings.embedded:
         shared_redis_or_error(settings).close()  # fail before uvicorn starts, with one line instead of a traceback
@@ -72,14 +76,34 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"recall serve: warning: no index published under {settings.index_root} yet: /v1/recall answers 503 "  # noqa: T201
               f"until `recall publish --index {settings.index_root}` (or `recall build-index --out`) publishes one",
               file=sys.stderr, flush=True)
-    if args.workers > 1:  # each process writes its metrics here, so /metrics on any of them shows them all
-        metrics_dir = settings.data_dir / "prometheus"
-        shutil.rmtree(metrics_dir, ignore_errors=True)  # samples of an earlier run's processes are not this one's
-        metrics_dir.mkdir(parents=True)
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    uvicorn.run("service.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
-                log_level="info", access_log=False)
-    return 0
+    if workers == 1:
+        uvicorn.run("service.app:create_app", factory=True, host=args.host, port=args.port, log_level="info",
+                    access_log=False)
+        return 0
+    from service.api_processes import listening_socket, serve_processes
+
+    try:  # binding without listening: no connection ever waits on this process
+        listening_socket(args.host, args.port, listen=False).close()
+    except OSError as error:
+        raise DataError("recall serve", f"cannot listen on {args.host}:{args.port}: {error.strerror}",
+                        column="--port") from None
+    # Set before this process imports prometheus_client: each process, this one's worker included, writes its
+    # metrics here, so /metrics on any of them shows them all.
+    metrics_dir = settings.data_dir / "prometheus"
+    shutil.rmtree(metrics_dir, ignore_errors=True)  # samples of an earlier run's processes are not this one's
+    metrics_dir.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    if not settings.encoder_threads:  # the processes share the CPUs rather than each taking them all
+        threads = max(1, container_cpus() // workers)
+        os.environ["RECALL_ENCODER_THREADS"] = str(threads)
+        settings = settings.model_copy(update={"encoder_threads": threads})
+    if not settings.embedded:
+        return serve_processes(args.host, args.port, workers)
+    from service.background import embedded_backend
+
+    with embedded_backend(settings) as redis_url:  # the API processes inherit the environment at their start
+        os.environ.update({"REDIS_URL": redis_url, "RECALL_REDIS_OF_SERVE": "true"})
+        return serve_processes(args.host, args.port, workers)
 
 
 def run_worker(args: argparse.Namespace) -> int:

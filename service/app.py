@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import importlib.resources
-import threading
 from contextlib import asynccontextmanager
 
 import faiss
@@ -19,7 +18,7 @@ from starlette.exceptions import HTTPException
 from contract import __version__
 from service.api import events, items, ops, recall
 from service.api.errors import http_error, validation_error
-from service.archive import EventArchiver
+from service.background import BackgroundJobs, prepare_streams
 from service.body_limit import BodySizeLimit
 from service.catalogue import LiveCatalogue
 from service.deps import Services
@@ -29,44 +28,32 @@ from service.serving_model import ModelHolder
 from service.settings import Settings, get_settings
 from service.store.connection import connect_redis
 from service.store.keys import Keys
-from service.store.streams import BacklogMonitor, ensure_groups
-from service.worker import NearlineWorker
+from service.store.streams import BacklogMonitor
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     settings: Settings = app.state.settings
     faiss.omp_set_num_threads(settings.search_threads)
+    # Embedded with one API process: the private Redis, the worker and the archiver run here. With several, the
+    # parent `recall serve` runs them (service.background) and gives each process its Redis in REDIS_URL.
     embedded = EmbeddedRedis(settings.data_dir / "redis").start() if settings.embedded else None
-    worker_stop, worker_thread, archive_thread = threading.Event(), None, None
-    holder = None
+    jobs, holder = None, None
     try:
         client = connect_redis(embedded.url if embedded else settings.redis_url, settings.redis_cluster,
                                settings.redis_connect_timeout_s, None if embedded else settings.redis_password_value)
         keys = Keys(settings.key_prefix, settings.stream_partitions)
-        ensure_groups(client, keys)
-        if settings.archive_dir is not None:  # before the first event is accepted, wherever the archiver runs
-            ensure_groups(client, keys, keys.archive_group)
+        prepare_streams(client, keys, settings)
         catalogue = LiveCatalogue(client, keys)
         holder = ModelHolder(settings, sync_items=catalogue.sync).start()
         app.state.services = Services(settings=settings, client=client, keys=keys, holder=holder,
                                       backlog=BacklogMonitor(client, keys), catalogue=catalogue)
-        if embedded and settings.embedded_worker:
-            worker = NearlineWorker(client, settings, holder)
-            worker_thread = threading.Thread(target=worker.run, args=(worker_stop,), name="nearline-worker",
-                                             daemon=True)
-            worker_thread.start()
-        if embedded and settings.archive_dir is not None:
-            archiver = EventArchiver(client, keys, settings.archive_dir, settings.archive_flush_s)
-            archive_thread = threading.Thread(target=archiver.run, args=(worker_stop,), name="event-archive",
-                                              daemon=True)
-            archive_thread.start()
+        if embedded:
+            jobs = BackgroundJobs(client, keys, settings, holder).start()
         yield
     finally:
-        worker_stop.set()
-        for thread in (worker_thread, archive_thread):
-            if thread is not None:
-                thread.join(timeout=10)
+        if jobs is not None:
+            jobs.stop()
         if holder is not None:
             holder.stop()
         if embedded is not None:

@@ -8,7 +8,6 @@ written into preallocated buffers, so encoding many users allocates nothing per 
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -16,20 +15,9 @@ import onnxruntime as ort
 
 from contract.prefix_state import PREFIX_OUTPUTS, QUERY_STEP_INPUTS
 from contract.tokens import TOKEN_FEATURES
+from service.settings import container_cpus
 
 logger = logging.getLogger(__name__)
-
-
-def container_cpus() -> int:
-    """CPUs this process may really use: the cgroup v2 quota when set, else the affinity mask."""
-    available = len(os.sched_getaffinity(0))
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if quota != "max":
-            available = min(available, max(1, int(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, available)
 
 
 def session_options(threads: int) -> ort.SessionOptions:

@@ -22,7 +22,8 @@ import onnxruntime as ort
 from contract.item_text import TEXT_DIM, TextTokenizer, attribute_tokens, item_text
 from contract.manifests import CONTENT_TOWER_FILE, TEXT_FILES
 from contract.vocab import Vocabularies
-from service.encoder_runner import container_cpus, providers, session_options
+from service.encoder_runner import providers, session_options
+from service.settings import container_cpus
 
 TEXT_BATCH = 64
 

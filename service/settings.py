@@ -7,6 +7,7 @@ worker inside the API process.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -23,6 +24,8 @@ class Settings(BaseSettings):
     redis_password: SecretStr | None = Field(default=None, description="Redis's password as it is (a password "
                                              "inside REDIS_URL must be URL-encoded); overrides the URL's")
     redis_cluster: bool = Field(default=False, description="REDIS_URL names a node of a Redis Cluster")
+    redis_of_serve: bool = Field(default=False, description="set by `recall serve` for its API processes: "
+                                 "REDIS_URL is the private server it runs on its embedded default")
     redis_connect_timeout_s: float = Field(default=30.0, gt=0, description="how long start-up waits for Redis")
     data_dir: Path = Field(default=Path("var"), description="embedded Redis data and socket")
     index_root: Path = Field(default=Path("var/index"), description="what `recall build-index --out` publishes: each "
@@ -53,6 +56,8 @@ class Settings(BaseSettings):
                               "which answers requests in a new context in one token; 0 = none kept (such "
                               "requests encode the whole history)")
     # Compute.
+    workers: int = Field(default=0, ge=0, description="API processes of `recall serve` (its --workers); 0 = one "
+                         "per CPU the container gives. Each holds the model pair in memory")
     encoder_threads: int = Field(default=0, ge=0, description="onnxruntime threads; 0 = the container's CPUs")
     search_threads: int = Field(default=1, gt=0, description="FAISS OpenMP threads per search")
     use_gpu: bool | None = Field(default=None, description="unset = use a GPU when one is visible")
@@ -60,6 +65,7 @@ class Settings(BaseSettings):
 
     @property
     def embedded(self) -> bool:
+        """No REDIS_URL: this process starts the private redis-server itself."""
         return not self.redis_url
 
     @property
@@ -70,3 +76,15 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def container_cpus() -> int:
+    """CPUs this process may really use: the cgroup v2 quota when set, else the affinity mask."""
+    available = len(os.sched_getaffinity(0))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            available = min(available, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, available)

@@ -37,10 +37,11 @@ def readyz(services: ServicesDep, response: Response) -> Readiness:
     if model is None:
         problems.append(f"index: {services.holder.last_error or 'none published yet'}")
     ready = redis_ok and model is not None
+    embedded = services.settings.embedded or services.settings.redis_of_serve
     query_step = model.query_step is not None and services.settings.prefix_ttl_s > 0 if model else None
     response.status_code = 200 if ready else 503
     return Readiness(ready=ready, redis=redis_ok, model_version=model.model_version if model else None,
-                     index_version=model.index_version if model else None, embedded=services.settings.embedded,
+                     index_version=model.index_version if model else None, embedded=embedded,
                      stream_backlog=backlog, archive_backlog=archive_backlog, refused_index=services.holder.refused,
                      encoder_provider=model.encoder.provider if model else None,
                      faiss_device=("gpu" if model.on_gpu else "cpu") if model else None,

@@ -11,7 +11,8 @@ import numpy as np
 from contract.events import load_events
 from contract.tokens import TOKEN_FEATURES, build_tokens, collate, history_windows, query_tokens, session_table
 from contract.vocab import Vocabularies
-from service.encoder_runner import InputBuffers, OnnxUserEncoder, container_cpus
+from service.encoder_runner import InputBuffers, OnnxUserEncoder
+from service.settings import container_cpus
 
 
 def test_buffers_hand_out_zeroed_contiguous_views_and_grow_when_needed():

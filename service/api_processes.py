@@ -1,0 +1,83 @@
+"""Several API processes on one port, each with its own listening socket (SO_REUSEPORT), so that the kernel
+spreads connections over them.
+
+uvicorn's own `--workers` shares one socket among its processes, and an asyncio loop that wakes on it accepts
+every pending connection at once: under 32 keep-alive clients one of two processes took all the connections in 3
+of 10 load windows, and the service answered at one process's rate (951 against 1,660 requests/s,
+BENCHMARKS.md). With a socket per process, the kernel hashes each new connection to one of them.
+
+The parent supervises: a process that dies is replaced, one that fails to start stops them all (as uvicorn's
+own supervisor does: it would fail the same way again), and SIGINT or SIGTERM stops them all, each finishing the
+requests it has (uvicorn's graceful shutdown).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import socket
+import threading
+
+import uvicorn
+from uvicorn.config import STARTUP_FAILURE
+
+logger = logging.getLogger(__name__)
+BACKLOG = 2048  # uvicorn's default
+
+
+def listening_socket(host: str, port: int, listen: bool = True) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    if listen:
+        sock.listen(BACKLOG)
+    return sock
+
+
+def serve_one(host: str, port: int) -> None:
+    """One API process (the target of each spawned process)."""
+    config = uvicorn.Config("service.app:create_app", factory=True, log_level="info", access_log=False)
+    uvicorn.Server(config).run(sockets=[listening_socket(host, port)])
+
+
+def serve_processes(host: str, port: int, workers: int) -> int:
+    """Run `workers` API processes until SIGINT or SIGTERM; the exit code (STARTUP_FAILURE when one could not
+    start)."""
+    spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no threads or sockets of this one
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+
+    def start() -> multiprocessing.Process:
+        process = spawn.Process(target=serve_one, args=(host, port), name="recall-api")
+        process.start()
+        return process
+
+    processes, exit_code = [start() for _ in range(workers)], 0
+    while not stop.wait(0.5):
+        for n, process in enumerate(processes):
+            if process.is_alive():
+                continue
+            if process.exitcode == STARTUP_FAILURE:
+                logger.error("API process %s failed to start: stopping", process.pid)
+                exit_code = STARTUP_FAILURE
+                stop.set()
+                break
+            logger.warning("API process %s exited with code %s: starting another", process.pid, process.exitcode)
+            processes[n] = start()
+    for process in processes:
+        if process.is_alive():
+            process.terminate()  # SIGTERM: uvicorn stops accepting and finishes what it has
+    for process in processes:
+        process.join(timeout=30)
+        if process.is_alive():
+            process.kill()
+            process.join()
+    return exit_code
