@@ -80,10 +80,10 @@ def run_serve(args: argparse.Namespace) -> int:
         uvicorn.run("service.app:create_app", factory=True, host=args.host, port=args.port, log_level="info",
                     access_log=False)
         return 0
-    from service.api_processes import listening_socket, serve_processes
+    from service.api_processes import bound_socket, serve_processes
 
-    try:  # binding without listening: no connection ever waits on this process
-        listening_socket(args.host, args.port, listen=False).close()
+    try:  # a clear error here rather than in every API process (or a port shared with another service)
+        bound_socket(args.host, args.port, reuse_port=False).close()
     except OSError as error:
         raise DataError("recall serve", f"cannot listen on {args.host}:{args.port}: {error.strerror}",
                         column="--port") from None

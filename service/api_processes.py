@@ -23,28 +23,27 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 
 logger = logging.getLogger(__name__)
-BACKLOG = 2048  # uvicorn's default
-
-
-def listening_socket(host: str, port: int, listen: bool = True) -> socket.socket:
+def bound_socket(host: str, port: int, reuse_port: bool = True) -> socket.socket:
+    """A socket bound to the port beside the other processes', not yet listening: uvicorn listens on it once the
+    app has started, so no connection waits on a process still loading its model. Without `reuse_port` the bind
+    fails while anything listens on the port, another `recall serve` included."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError:
         sock.close()
         raise
-    if listen:
-        sock.listen(BACKLOG)
     return sock
 
 
 def serve_one(host: str, port: int) -> None:
     """One API process (the target of each spawned process)."""
     config = uvicorn.Config("service.app:create_app", factory=True, log_level="info", access_log=False)
-    uvicorn.Server(config).run(sockets=[listening_socket(host, port)])
+    uvicorn.Server(config).run(sockets=[bound_socket(host, port)])
 
 
 def serve_processes(host: str, port: int, workers: int) -> int:

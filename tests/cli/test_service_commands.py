@@ -73,8 +73,8 @@ def test_serve_runs_embedded_and_stops_its_redis_on_exit(tmp_path, service_artif
             time.sleep(0.2)
         assert ready.json()["embedded"] is True
         assert (tmp_path / "var" / "redis" / "redis.sock").exists()
-        api_processes = children(process.pid)
-        assert len(api_processes) >= workers  # uvicorn's processes beside redis-server
+        child_processes = children(process.pid)  # redis-server and, with several, the API processes
+        assert len(api_children(process.pid)) == (workers if workers > 1 else 0)
         with httpx.Client(base_url=url, timeout=30) as client:
             event = {"user_id": "u1", "item_id": 3, "action": "click", "timestamp": int(time.time()) - 60}
             assert post_events(client, [event]).json()["accepted"] == 1
@@ -83,6 +83,18 @@ def test_serve_runs_embedded_and_stops_its_redis_on_exit(tmp_path, service_artif
             encoded = [line for line in client.get("/metrics").text.splitlines()
                        if line.startswith("worker_users_encoded_total ")]
             assert encoded and float(encoded[0].split()[1]) >= 1  # the worker's counter, whichever process answers
+            if workers > 1:  # an API process that dies is replaced, and every process answers again
+                killed = api_children(process.pid)[0]
+                os.kill(killed, signal.SIGKILL)
+                wait_until(lambda: len(api := api_children(process.pid)) == workers and killed not in api,
+                           timeout_s=30)
+                child_processes += api_children(process.pid)
+                wait_until(lambda: all(_ready(client) for _ in range(8 * workers)), timeout_s=120, every_s=0.5)
+                # A second `recall serve` on this port is refused, not let in beside this one.
+                refused = run_recall("serve", "--port", str(port), "--workers", "2",
+                                     env={"RECALL_INDEX_ROOT": str(tmp_path / "index"),
+                                          "RECALL_DATA_DIR": str(tmp_path / "other")})
+                assert refused.returncode == 2 and "--port" in refused.stderr, refused.stderr
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=60)
@@ -90,12 +102,31 @@ def test_serve_runs_embedded_and_stops_its_redis_on_exit(tmp_path, service_artif
     assert process.returncode == 0
     assert not (tmp_path / "var" / "redis" / "redis.sock").exists()  # redis-server removed its socket on exit
     # Every child is gone (multiprocessing's resource tracker may outlive the parent by a moment).
-    wait_until(lambda: not [pid for pid in api_processes if alive(pid)], timeout_s=10)
+    wait_until(lambda: not [pid for pid in child_processes if alive(pid)], timeout_s=10)
 
 
 def children(pid: int) -> list[int]:
     return [int(child) for child in
             Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def api_children(pid: int) -> list[int]:
+    """The API processes `recall serve` spawned (multiprocessing's resource tracker is a child too)."""
+    spawned = []
+    for child in children(pid):
+        try:
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                spawned.append(child)
+        except OSError:  # it exited meanwhile
+            pass
+    return spawned
+
+
+def _ready(client: httpx.Client) -> bool:
+    try:
+        return client.get("/readyz").status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def alive(pid: int) -> bool:
