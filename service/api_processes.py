@@ -23,6 +23,8 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 
 logger = logging.getLogger(__name__)
+
+
 def bound_socket(host: str, port: int, reuse_port: bool = True) -> socket.socket:
     """A socket bound to the port beside the other processes', not yet listening: uvicorn listens on it once the
     app has started, so no connection waits on a process still loading its model. Without `reuse_port` the bind
