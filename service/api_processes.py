@@ -8,7 +8,7 @@ BENCHMARKS.md). With a socket per process, the kernel hashes each new connection
 
 The parent supervises: a process that dies is replaced, one that fails to start stops them all (as uvicorn's
 own supervisor does: it would fail the same way again), and SIGINT or SIGTERM stops them all, each finishing the
-requests it has (uvicorn's graceful shutdown).
+requests it has (uvicorn's graceful shutdown) within STOP_GRACE_S.
 """
 
 from __future__ import annotations
@@ -18,11 +18,13 @@ import multiprocessing
 import signal
 import socket
 import threading
+import time
 
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 
 logger = logging.getLogger(__name__)
+STOP_GRACE_S = 10.0  # what `docker stop` gives a container before it kills it
 
 
 def bound_socket(host: str, port: int, reuse_port: bool = True) -> socket.socket:
@@ -76,9 +78,13 @@ def serve_processes(host: str, port: int, workers: int) -> int:
     for process in processes:
         if process.is_alive():
             process.terminate()  # SIGTERM: uvicorn stops accepting and finishes what it has
+    # One deadline for all: a process still starting may be inside a blocking retry (Redis not up yet) and only
+    # see the signal when the retry gives up.
+    deadline = time.monotonic() + STOP_GRACE_S
     for process in processes:
-        process.join(timeout=30)
+        process.join(timeout=max(0.0, deadline - time.monotonic()))
         if process.is_alive():
+            logger.warning("API process %s did not stop within %s s: killed", process.pid, STOP_GRACE_S)
             process.kill()
             process.join()
     return exit_code
