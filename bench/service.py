@@ -265,6 +265,9 @@ def bench_size(n_items: int, seconds: float, console, workers: int | None) -> di
             "full_encode_achieved_rps": full.rps, "full_encode_max_rps": full_saturated.rps,
             "full_encode_errors": full.errors + full_saturated.errors, "full_encode_sources": sources["full"],
             "prefix_state_redis_bytes": prefix_bytes,
+            # how late the generator sent (counted in every open-loop latency above): a check on the generator
+            "generator_lateness_p50_ms": float(np.percentile(offered.lateness_ms + context.lateness_ms, 50)),
+            "generator_lateness_p99_ms": float(np.percentile(offered.lateness_ms + context.lateness_ms, 99)),
             "latencies_ms": {"recall": offered.latencies_ms, "raw": raw.latencies_ms,
                              "context": context.latencies_ms, "full": full.latencies_ms}}
 
@@ -273,12 +276,13 @@ def print_table(console, results: list[dict]) -> None:
     table = Table(title=f"/v1/recall on loopback, {results[0]['api_processes']} API process(es), embedded Redis + "
                         "worker (ms)")
     for column in ("items", "raw p50", "raw p99", f"recall p50 @{OFFERED_RPS}/s", f"recall p99 @{OFFERED_RPS}/s",
-                   "overhead p50", "max req/s", "errors"):
+                   "overhead p50", "max req/s", "errors", "generator late p50/p99"):
         table.add_column(column, justify="right")
     for r in results:
         table.add_row(f"{r['items']:,}", f"{r['raw_search_p50_ms']:.2f}", f"{r['raw_search_p99_ms']:.2f}",
                       f"{r['recall_p50_ms']:.2f}", f"{r['recall_p99_ms']:.2f}",
-                      f"{r['recall_p50_ms'] - r['raw_search_p50_ms']:.2f}", f"{r['max_rps']:.0f}", str(r["errors"]))
+                      f"{r['recall_p50_ms'] - r['raw_search_p50_ms']:.2f}", f"{r['max_rps']:.0f}", str(r["errors"]),
+                      f"{r['generator_lateness_p50_ms']:.2f} / {r['generator_lateness_p99_ms']:.2f}")
     console.print(table)
     table = Table(title=f"Every request in a context not precomputed, {CONTEXT_SESSIONS * (CLICKS_PER_SESSION + 1)}"
                         "-token histories (ms)")
