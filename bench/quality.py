@@ -125,7 +125,8 @@ def run_config(variant: Variant, epochs: int, seed: int = 0, patience: int = TUN
 # Settings added after runs were cached, newest first, each group with the value that behaves as the code before
 # it did (None: any value, it cannot change results: streaming gives the same windows, BENCHMARKS.md). A run cached
 # before a group existed is found under the key without it, so adding a setting does not invalidate every run.
-LATER_SETTINGS = [{("model", "item_attributes"): False, ("model", "item_text"): False,
+LATER_SETTINGS = [{("loss", "mask_session_positives"): False},
+                  {("model", "item_attributes"): False, ("model", "item_text"): False,
                    ("model", "semantic_id_levels"): 0},
                   {("train", "shard_events"): None},
                   {("train", "time_budget_s"): 0.0, ("model", "layout"): "sessions"}]

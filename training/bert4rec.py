@@ -42,4 +42,5 @@ class BERT4RecEncoder(nn.Module):
         rows, cols = masked.nonzero(as_tuple=True)
         return Pairs(query=F.normalize(hidden[rows, cols], dim=-1), positive=f["item"][rows, cols],
                      action=f["action"][rows, cols] - 1, scenario=f["scenario"][rows, cols],
-                     weight=torch.ones(len(rows), device=hidden.device), group=rows)
+                     weight=torch.ones(len(rows), device=hidden.device),
+                     group=rows * item.shape[1] + cols)  # each target event is its own session

@@ -75,6 +75,9 @@ class LossConfig:
     click_weight: float = 1.0  # L_click (TBGRecall only: needs shown-not-clicked items)
     pay_weight: float = 1.0  # L_pay
     future_weight: float = 0.5  # weight of the heads for sessions k+1.. relative to session k
+    # Leave the other positives of a pair's target session (its clicks and shown items) out of its negatives:
+    # they are right answers for the same query, not wrong ones.
+    mask_session_positives: bool = False
 
 
 @dataclass

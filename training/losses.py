@@ -74,25 +74,57 @@ def sample_negatives(pairs: Pairs, config: LossConfig, n_items: int,
     return negatives, torch.zeros(len(negatives), device=device)
 
 
+def session_positives(pairs: Pairs) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pair rows, item codes): for each pair, the positives of the other pairs with its target session (`group`)
+    that differ from its own, rows ascending. Their logits are masked out of the pair's negatives."""
+    if len(pairs) == 0:
+        return pairs.positive, pairs.positive
+    n_items = int(pairs.positive.max()) + 1
+    # The distinct (session, item) positives, sorted by session: a pair's items are one contiguous run of them.
+    session_items = torch.unique(pairs.group * n_items + pairs.positive)
+    item_session, items = session_items // n_items, session_items % n_items
+    rows, index = _matches(item_session, pairs.group)
+    masked = items[index]
+    other = masked != pairs.positive[rows]
+    return rows[other], masked[other]
+
+
+def _matches(ordered: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, i) for every ordered[i] == values[n], n ascending: each value's run of equal entries, expanded."""
+    start = torch.searchsorted(ordered, values)
+    count = torch.searchsorted(ordered, values, right=True) - start
+    owner = torch.repeat_interleave(torch.arange(len(values), device=values.device), count)
+    run_start = (torch.cumsum(count, 0) - count)[owner]
+    return owner, start[owner] + torch.arange(len(owner), device=values.device) - run_start
+
+
 def _softmax_chunk(query: torch.Tensor, catalogue: torch.Tensor, positive: torch.Tensor,
-                   blocked: torch.Tensor) -> torch.Tensor:
+                   blocked: torch.Tensor, masked_rows: torch.Tensor, masked_items: torch.Tensor) -> torch.Tensor:
     logits = (query @ catalogue.T).masked_fill(blocked, -torch.inf)  # (P, N)
+    logits = logits.index_put((masked_rows, masked_items), torch.tensor(-torch.inf, device=logits.device))
     return F.cross_entropy(logits, positive, reduction="none")
 
 
-def full_softmax_loss(query: torch.Tensor, catalogue: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+def full_softmax_loss(query: torch.Tensor, catalogue: torch.Tensor, positive: torch.Tensor,
+                      masked: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """(P,) cross-entropy of each pair's positive against the whole catalogue (N, d), leaving out the padding
-    item. Beyond SOFTMAX_CHUNK_LOGITS the pairs go in chunks whose logits are
-    recomputed in the backward pass instead of kept, so memory stays bounded however many pairs a batch has (at
-    the cost of one more matmul)."""
+    item and the `masked` (pair rows ascending, item codes) logits. Beyond SOFTMAX_CHUNK_LOGITS the pairs go in
+    chunks whose logits are recomputed in the backward pass instead of kept, so memory stays bounded however
+    many pairs a batch has (at the cost of one more matmul)."""
     blocked = torch.zeros(len(catalogue), dtype=torch.bool, device=catalogue.device)
     blocked[0] = True  # the padding item
+    no_rows = torch.zeros(0, dtype=torch.long, device=query.device)
+    masked_rows, masked_items = masked if masked is not None else (no_rows, no_rows)
     rows = max(1, SOFTMAX_CHUNK_LOGITS // len(catalogue))
     if len(query) <= rows:
-        return _softmax_chunk(query, catalogue, positive, blocked)
-    return torch.cat([checkpoint(_softmax_chunk, query[start:start + rows], catalogue, positive[start:start + rows],
-                                 blocked, use_reentrant=False)
-                      for start in range(0, len(query), rows)])
+        return _softmax_chunk(query, catalogue, positive, blocked, masked_rows, masked_items)
+    chunks = []
+    for start in range(0, len(query), rows):
+        first, last = torch.searchsorted(masked_rows, torch.tensor([start, start + rows], device=query.device))
+        chunks.append(checkpoint(_softmax_chunk, query[start:start + rows], catalogue, positive[start:start + rows],
+                                 blocked, masked_rows[first:last] - start, masked_items[first:last],
+                                 use_reentrant=False))
+    return torch.cat(chunks)
 
 
 def retrieval_loss(pairs: Pairs, item_tower: ItemTower, config: LossConfig,
@@ -105,11 +137,18 @@ def retrieval_loss(pairs: Pairs, item_tower: ItemTower, config: LossConfig,
     positive_logit = (query * positive_vectors).sum(-1)
     if config.retrieval == "softmax":
         catalogue = item_tower(torch.arange(n_items, device=pairs.query.device))
-        per_pair = full_softmax_loss(query, catalogue, pairs.positive)
+        masked = session_positives(pairs) if config.mask_session_positives else None
+        per_pair = full_softmax_loss(query, catalogue, pairs.positive, masked)
         return scenario_mean(per_pair, pairs.scenario, weight)
     negatives, correction = sample_negatives(pairs, config, n_items, item_log_prob)
     negative_logits = query @ item_tower(negatives).T - correction  # (P, n)
     accidental = pairs.positive[:, None] == negatives[None, :]
+    if config.mask_session_positives:
+        rows, items = session_positives(pairs)
+        # every column holding a masked item (uniform negatives may repeat one)
+        ordered, column_of = torch.sort(negatives)
+        owner, hit = _matches(ordered, items)
+        accidental = accidental.index_put((rows[owner], column_of[hit]), torch.tensor(True, device=accidental.device))
     negative_logits = negative_logits.masked_fill(accidental, -torch.inf)
     if config.retrieval == "sampled_softmax":
         logits = torch.cat([positive_logit[:, None], negative_logits], dim=1)

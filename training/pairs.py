@@ -14,7 +14,9 @@ class Pairs:
     action: torch.Tensor  # (P,) action code of the positive (0 show .. 3 pay)
     scenario: torch.Tensor  # (P,) scenario of the target session: losses average within each
     weight: torch.Tensor  # (P,) 1 for the next session, LossConfig.future_weight for later ones
-    group: torch.Tensor  # (P,) id of the target session within the batch (click/pay compare inside it)
+    # (P,) id of the target session within the batch: click/pay compare inside it, and its other positives are
+    # not negatives (LossConfig.mask_session_positives). One event where there are no sessions (items layout).
+    group: torch.Tensor
     # Task-head queries (P0, d) for the first P0 pairs, the next-session ones (TBGRecall only).
     click_query: torch.Tensor | None = None
     pay_query: torch.Tensor | None = None

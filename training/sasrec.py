@@ -40,4 +40,5 @@ class SASRecEncoder(nn.Module):
         rows, cols = usable.nonzero(as_tuple=True)
         return Pairs(query=F.normalize(hidden[rows, cols], dim=-1), positive=f["item"][rows, cols + 1],
                      action=f["action"][rows, cols + 1] - 1, scenario=f["scenario"][rows, cols + 1],
-                     weight=torch.ones(len(rows), device=hidden.device), group=rows)
+                     weight=torch.ones(len(rows), device=hidden.device),
+                     group=rows * item.shape[1] + cols + 1)  # each target event is its own session

@@ -147,7 +147,7 @@ class TBGRecallEncoder(nn.Module):
                 query=F.normalize(head(hidden[rows, cols]), dim=-1), positive=f["item"][rows, cols + step],
                 action=f["action"][rows, cols + step] - 1, scenario=f["scenario"][rows, cols + step],
                 weight=torch.full((len(rows),), 1.0 if offset == 0 else future_weight, device=hidden.device),
-                group=rows))
+                group=rows * item.shape[1] + cols + step))  # each target event is its own session
         return concat(parts)
 
     def next_session_pairs(self, f: dict[str, torch.Tensor], future_weight: float) -> Pairs:

@@ -4,6 +4,7 @@ to learn from."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -14,7 +15,15 @@ from contract.columns import CLICK, PAY, SHOW
 from training import losses
 from training.config import LossConfig, ModelConfig
 from training.item_tower import ItemTower
-from training.losses import binary_negatives_loss, full_softmax_loss, gbce_beta, scenario_mean, total_loss
+from training.losses import (
+    binary_negatives_loss,
+    full_softmax_loss,
+    gbce_beta,
+    retrieval_loss,
+    scenario_mean,
+    session_positives,
+    total_loss,
+)
 from training.pairs import Pairs
 
 
@@ -96,3 +105,38 @@ def test_full_softmax_in_chunks_gives_the_same_loss_and_gradients(monkeypatch):
     torch.testing.assert_close(chunked, whole)
     for chunked_grad, whole_grad in zip(chunked_grads, whole_grads, strict=True):
         torch.testing.assert_close(chunked_grad, whole_grad)
+    # Masked logits land in the chunks that hold their pairs.
+    masked = (torch.tensor([0, 4, 4, 9]), torch.tensor([7, 2, 3, 11]))
+    positive = torch.where(torch.isin(positive, torch.tensor([7, 2, 3, 11])), 1, positive)
+    chunked_masked = full_softmax_loss(query, catalogue, positive, masked)
+    monkeypatch.setattr(losses, "SOFTMAX_CHUNK_LOGITS", 10**9)
+    torch.testing.assert_close(chunked_masked, full_softmax_loss(query, catalogue, positive, masked))
+    assert (chunked_masked < full_softmax_loss(query, catalogue, positive))[[0, 4, 9]].all()
+
+
+def test_a_sessions_other_positives_are_found_for_each_pair():
+    # Session 0 clicked items 5 and 6 (6 twice: two heads), session 1 items 5 and 7.
+    pairs = session_pairs([CLICK] * 5, [0, 0, 0, 1, 1])
+    pairs.positive = torch.tensor([5, 6, 6, 5, 7])
+    rows, items = session_positives(pairs)
+    assert list(zip(rows.tolist(), items.tolist(), strict=True)) == [(0, 6), (1, 5), (2, 5), (3, 7), (4, 5)]
+
+
+def test_masked_session_positives_are_not_negatives():
+    # Items 3 and 4 clicked in one session are both right answers for its query: with the mask, each pair's loss
+    # is what it would be without the other item in the catalogue.
+    tower = ItemTower(ModelConfig(dim=8), {"items": 12, "categories": 2, "sellers": 2})
+    pairs = session_pairs([CLICK, CLICK, CLICK], [0, 0, 1])
+    pairs.positive = torch.tensor([3, 4, 3])
+    config = LossConfig(retrieval="softmax", temperature=0.1, mask_session_positives=True)
+    logits = (pairs.query / 0.1) @ tower(torch.arange(12)).T
+    expected = [F.cross_entropy(logits[n, keep], torch.tensor(keep.index(int(pairs.positive[n]))))
+                for n, keep in ((0, [1, 2, 3, 5, 6, 7, 8, 9, 10, 11]), (1, [1, 2, 4, 5, 6, 7, 8, 9, 10, 11]),
+                                (2, list(range(1, 12))))]
+    torch.testing.assert_close(retrieval_loss(pairs, tower, config), torch.stack(expected).mean())
+    # In-batch negatives are the batch's positives (3 and 4): session 0's pairs have none left, session 1's
+    # pair keeps item 4.
+    sampled = LossConfig(retrieval="sampled_softmax", negatives="in-batch", temperature=0.1)
+    with_mask = retrieval_loss(pairs, tower, replace(sampled, mask_session_positives=True))
+    torch.testing.assert_close(with_mask, F.cross_entropy(logits[2, [3, 4]], torch.tensor(0)) / 3)
+    assert retrieval_loss(pairs, tower, sampled) > with_mask
