@@ -41,7 +41,7 @@ from bench.loadgen import LoadResult, closed_loop, open_loop
 from cli.console import make_console
 from index_builder.versions import open_version
 from service.ingest import signed_headers
-from service.settings import container_cpus
+from service.settings import Settings
 from service.store.keys import Keys
 from service.store.streams import stream_backlog
 
@@ -252,7 +252,7 @@ def bench_size(n_items: int, seconds: float, console, workers: int | None) -> di
                     fresh.append(freshness(service, rate, seconds, n_items, f"{n_items}-{rate}"))
         finally:
             service.stop()
-    return {"items": n_items, "api_processes": workers or container_cpus(), "seed": seeded,
+    return {"items": n_items, "api_processes": Settings().api_processes(workers), "seed": seeded,
             "raw_search_p50_ms": raw.percentile(50), "raw_search_p99_ms": raw.percentile(99),
             "recall_p50_ms": offered.percentile(50), "recall_p99_ms": offered.percentile(99),
             "offered_rps": OFFERED_RPS, "achieved_rps": offered.rps,

@@ -63,10 +63,11 @@ def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from index_builder.versions import current_version
+    from service.api_processes import UVICORN_APP, bound_socket, serve_processes
     from service.settings import container_cpus
 
     settings = settings_or_error()
-    workers = args.workers if args.workers is not None else settings.workers or container_cpus()
+    workers = settings.api_processes(args.workers)
     if workers < 1:
         raise DataError("recall serve", f"--workers must be at least 1, not {workers}", column="--workers")
     logging.getLogger("service").setLevel(logging.INFO)
@@ -77,10 +78,8 @@ def run_serve(args: argparse.Namespace) -> int:
               f"until `recall publish --index {settings.index_root}` (or `recall build-index --out`) publishes one",
               file=sys.stderr, flush=True)
     if workers == 1:
-        uvicorn.run("service.app:create_app", factory=True, host=args.host, port=args.port, log_level="info",
-                    access_log=False)
+        uvicorn.run(**UVICORN_APP, host=args.host, port=args.port)
         return 0
-    from service.api_processes import bound_socket, serve_processes
 
     try:  # a clear error here rather than in every API process (or a port shared with another service)
         bound_socket(args.host, args.port, reuse_port=False).close()

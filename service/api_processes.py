@@ -8,13 +8,15 @@ BENCHMARKS.md). With a socket per process, the kernel hashes each new connection
 
 The parent supervises: a process that dies is replaced, one that fails to start stops them all (as uvicorn's
 own supervisor does: it would fail the same way again), and SIGINT or SIGTERM stops them all, each finishing the
-requests it has (uvicorn's graceful shutdown) within STOP_GRACE_S.
+requests it has (uvicorn's graceful shutdown) within STOP_GRACE_S. A parent killed outright (SIGKILL) takes them
+with it (service.parent_death).
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
 import socket
 import threading
@@ -23,8 +25,12 @@ import time
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 
+from service.parent_death import end_with_parent
+
 logger = logging.getLogger(__name__)
 STOP_GRACE_S = 10.0  # what `docker stop` gives a container before it kills it
+# uvicorn's settings of every API process, the single one of `recall serve --workers 1` included
+UVICORN_APP = {"app": "service.app:create_app", "factory": True, "log_level": "info", "access_log": False}
 
 
 def bound_socket(host: str, port: int, reuse_port: bool = True) -> socket.socket:
@@ -44,9 +50,12 @@ def bound_socket(host: str, port: int, reuse_port: bool = True) -> socket.socket
     return sock
 
 
-def serve_one(host: str, port: int) -> None:
+def serve_one(host: str, port: int, parent_pid: int) -> None:
     """One API process (the target of each spawned process)."""
-    config = uvicorn.Config("service.app:create_app", factory=True, log_level="info", access_log=False)
+    # Without its parent a process has no supervisor and, on the embedded default, no Redis: a graceful stop buys
+    # nothing, and one still starting would hold the port through its Redis retries (RECALL_REDIS_CONNECT_TIMEOUT_S).
+    end_with_parent(parent_pid, signal.SIGKILL)
+    config = uvicorn.Config(**UVICORN_APP)
     uvicorn.Server(config).run(sockets=[bound_socket(host, port)])
 
 
@@ -59,7 +68,7 @@ def serve_processes(host: str, port: int, workers: int) -> int:
         signal.signal(signum, lambda *_: stop.set())
 
     def start() -> multiprocessing.Process:
-        process = spawn.Process(target=serve_one, args=(host, port), name="recall-api")
+        process = spawn.Process(target=serve_one, args=(host, port, os.getpid()), name="recall-api")
         process.start()
         return process
 

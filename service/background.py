@@ -66,9 +66,11 @@ def embedded_backend(settings: Settings) -> Iterator[str]:
         keys = Keys(settings.key_prefix, settings.stream_partitions)
         prepare_streams(client, keys, settings)
         holder = ModelHolder(settings, with_index=False).start()
-        jobs = BackgroundJobs(client, keys, settings, holder).start()
         try:
-            yield server.url
+            jobs = BackgroundJobs(client, keys, settings, holder).start()
+            try:
+                yield server.url
+            finally:
+                jobs.stop()
         finally:
-            jobs.stop()
             holder.stop()

@@ -3,6 +3,7 @@ fixture of every test that needs Redis. Never assumes a server is already runnin
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import socket
@@ -11,6 +12,8 @@ import time
 from pathlib import Path
 
 import redis
+
+from service.parent_death import end_with_parent
 
 
 class RedisServerError(RuntimeError):
@@ -57,7 +60,10 @@ class EmbeddedRedis:
             arguments += ["--bind", "127.0.0.1", "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
         if self.password:
             arguments += ["--requirepass", self.password]
-        self.process = subprocess.Popen(arguments, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        parent = os.getpid()
+        # redis-server ends with this process, even when it is SIGKILLed (service.parent_death)
+        self.process = subprocess.Popen(arguments, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                        preexec_fn=lambda: end_with_parent(parent))
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -68,6 +68,11 @@ class Settings(BaseSettings):
         """No REDIS_URL: this process starts the private redis-server itself."""
         return not self.redis_url
 
+    def api_processes(self, requested: int | None = None) -> int:
+        """How many API processes `recall serve` runs: `requested` (its --workers), else `workers`, else one per
+        CPU."""
+        return requested if requested is not None else self.workers or container_cpus()
+
     @property
     def redis_password_value(self) -> str | None:
         return None if self.redis_password is None else self.redis_password.get_secret_value()

@@ -105,6 +105,31 @@ def test_serve_runs_embedded_and_stops_its_redis_on_exit(tmp_path, service_artif
     wait_until(lambda: not [pid for pid in child_processes if alive(pid)], timeout_s=10)
 
 
+def test_a_killed_serve_takes_its_processes_with_it(tmp_path, service_artifacts):
+    """`recall serve` killed outright (SIGKILL: no chance to stop anything) leaves no API process or redis-server
+    behind to hold the port and the data directory."""
+    from index_builder.build import build_and_publish
+    from service.server_thread import free_port
+
+    build_and_publish(service_artifacts, tmp_path / "index")
+    port = free_port()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RECALL_") and k != "REDIS_URL"}
+    process = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--workers", "2"],
+                               env={**clean, "RECALL_INDEX_ROOT": str(tmp_path / "index"),
+                                    "RECALL_DATA_DIR": str(tmp_path / "var")},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+            wait_until(lambda: _ready(client), timeout_s=120, every_s=0.2)
+        child_processes = children(process.pid)
+        assert len(api_children(process.pid)) == 2 and len(child_processes) >= 3  # and redis-server
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+    wait_until(lambda: not [pid for pid in child_processes if alive(pid)], timeout_s=30)
+    assert not _ready(httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=2))
+
+
 def children(pid: int) -> list[int]:
     return [int(child) for child in
             Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
