@@ -6,8 +6,9 @@ than the service itself, and on a 2-core machine the generator's CPU is taken fr
 
 The open loop's clock is a thread, not `asyncio.sleep`: asyncio's timers wake on epoll's millisecond ticks, on
 average 0.65 ms after the scheduled time on this machine, and since latency counts from that time the generator's
-own lateness was charged to the server (BENCHMARKS.md). A thread's `time.sleep` wakes within about 0.1 ms, and
-each result keeps how late its requests were sent (`lateness_ms`), so what remains is on the record.
+own lateness was charged to the server (BENCHMARKS.md). A thread's `time.sleep` wakes within about 0.1 ms (more
+when the event loop holds the GIL just then), and each result keeps how late its requests were sent
+(`lateness_ms`), so what remains is on the record.
 """
 
 from __future__ import annotations
@@ -83,27 +84,46 @@ async def open_loop(url: str, make_request: Callable[[int], dict], rate: float, 
     """`rate` requests per second for `seconds`, whatever the server does."""
     loop = asyncio.get_running_loop()
     result, tasks, pool, started = LoadResult(), set(), asyncio.Queue(), loop.create_future()
+    stop = threading.Event()  # the clock ends with this call, even when it is cancelled or fails
     for _ in range(connections):
         pool.put_nowait(Connection(url))
 
     def release(n: int, scheduled: float) -> None:
+        if started.done():
+            return
         result.lateness_ms.append((time.perf_counter() - scheduled) * 1000)
-        task = asyncio.create_task(_send(pool, make_request(n), scheduled, result))
+        try:
+            task = asyncio.create_task(_send(pool, make_request(n), scheduled, result))
+        except Exception as error:  # handed to the caller, which raises it
+            started.set_exception(error)
+            return
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
+    def finish(start: float) -> None:
+        if not started.done():
+            started.set_result(start)
+
     def clock() -> None:
         start = time.perf_counter()
-        for n in range(int(rate * seconds)):
-            scheduled = start + n / rate
-            delay = scheduled - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            loop.call_soon_threadsafe(release, n, scheduled)
-        loop.call_soon_threadsafe(started.set_result, start)
+        try:
+            for n in range(int(rate * seconds)):
+                scheduled = start + n / rate
+                delay = scheduled - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                if stop.is_set():
+                    return
+                loop.call_soon_threadsafe(release, n, scheduled)
+            loop.call_soon_threadsafe(finish, start)
+        except RuntimeError:  # the loop closed between the check and the call
+            return
 
     threading.Thread(target=clock, name="open-loop clock", daemon=True).start()
-    start = await started  # every request has been released: only the answers are still to come
+    try:
+        start = await started  # every request has been released: only the answers are still to come
+    finally:
+        stop.set()
     await asyncio.gather(*tasks)
     result.seconds = time.perf_counter() - start
     return result

@@ -54,7 +54,8 @@ class BackgroundJobs:
     def stop(self) -> None:
         self.stop_event.set()
         for thread in self.threads:
-            thread.join(timeout=10)
+            if thread.is_alive():  # (one that never started cannot be joined)
+                thread.join(timeout=10)
 
 
 @contextmanager
@@ -67,8 +68,9 @@ def embedded_backend(settings: Settings) -> Iterator[str]:
         prepare_streams(client, keys, settings)
         holder = ModelHolder(settings, with_index=False).start()
         try:
-            jobs = BackgroundJobs(client, keys, settings, holder).start()
+            jobs = BackgroundJobs(client, keys, settings, holder)
             try:
+                jobs.start()
                 yield server.url
             finally:
                 jobs.stop()

@@ -24,6 +24,13 @@ def end_with_parent(parent_pid: int, signum: int = signal.SIGTERM) -> None:
     come)."""
     if _prctl is None:
         return
-    _prctl(PR_SET_PDEATHSIG, signum)
+    if _prctl(PR_SET_PDEATHSIG, signum) != 0:
+        os._exit(1)  # a child that would outlive its parent unnoticed is worse than one that fails to start
     if os.getppid() != parent_pid:
         os._exit(1)
+
+
+def child_setup(parent_pid: int) -> dict:
+    """subprocess.Popen arguments that make the child end with this process: none where there is no such signal
+    (a preexec_fn costs subprocess its fast path)."""
+    return {} if _prctl is None else {"preexec_fn": lambda: end_with_parent(parent_pid)}

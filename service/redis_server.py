@@ -13,7 +13,7 @@ from pathlib import Path
 
 import redis
 
-from service.parent_death import end_with_parent
+from service.parent_death import child_setup
 
 
 class RedisServerError(RuntimeError):
@@ -60,10 +60,9 @@ class EmbeddedRedis:
             arguments += ["--bind", "127.0.0.1", "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
         if self.password:
             arguments += ["--requirepass", self.password]
-        parent = os.getpid()
         # redis-server ends with this process, even when it is SIGKILLed (service.parent_death)
         self.process = subprocess.Popen(arguments, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                        preexec_fn=lambda: end_with_parent(parent))
+                                        **child_setup(os.getpid()))
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -76,7 +76,8 @@ def sample_negatives(pairs: Pairs, config: LossConfig, n_items: int,
 
 def session_positives(pairs: Pairs) -> tuple[torch.Tensor, torch.Tensor]:
     """(pair rows, item codes): for each pair, the positives of the other pairs with its target session (`group`)
-    that differ from its own, rows ascending. Their logits are masked out of the pair's negatives."""
+    that differ from its own, rows ascending. Their logits are masked out of the pair's negatives. There are
+    pairs x (distinct items of the target session) of them: at most max_items_per_session per pair and head."""
     if len(pairs) == 0:
         return pairs.positive, pairs.positive
     n_items = int(pairs.positive.max()) + 1
@@ -101,7 +102,8 @@ def _matches(ordered: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor,
 def _softmax_chunk(query: torch.Tensor, catalogue: torch.Tensor, positive: torch.Tensor,
                    blocked: torch.Tensor, masked_rows: torch.Tensor, masked_items: torch.Tensor) -> torch.Tensor:
     logits = (query @ catalogue.T).masked_fill(blocked, -torch.inf)  # (P, N)
-    logits = logits.index_put((masked_rows, masked_items), torch.tensor(-torch.inf, device=logits.device))
+    if len(masked_rows):  # in place: neither the product's nor masked_fill's backward reads these logits
+        logits[masked_rows, masked_items] = -torch.inf
     return F.cross_entropy(logits, positive, reduction="none")
 
 
@@ -118,13 +120,12 @@ def full_softmax_loss(query: torch.Tensor, catalogue: torch.Tensor, positive: to
     rows = max(1, SOFTMAX_CHUNK_LOGITS // len(catalogue))
     if len(query) <= rows:
         return _softmax_chunk(query, catalogue, positive, blocked, masked_rows, masked_items)
-    chunks = []
-    for start in range(0, len(query), rows):
-        first, last = torch.searchsorted(masked_rows, torch.tensor([start, start + rows], device=query.device))
-        chunks.append(checkpoint(_softmax_chunk, query[start:start + rows], catalogue, positive[start:start + rows],
+    starts = list(range(0, len(query), rows))
+    bounds = torch.searchsorted(masked_rows, torch.tensor([*starts, len(query)], device=query.device)).tolist()
+    return torch.cat([checkpoint(_softmax_chunk, query[start:start + rows], catalogue, positive[start:start + rows],
                                  blocked, masked_rows[first:last] - start, masked_items[first:last],
-                                 use_reentrant=False))
-    return torch.cat(chunks)
+                                 use_reentrant=False)
+                      for start, first, last in zip(starts, bounds[:-1], bounds[1:], strict=True)])
 
 
 def retrieval_loss(pairs: Pairs, item_tower: ItemTower, config: LossConfig,
@@ -148,7 +149,7 @@ def retrieval_loss(pairs: Pairs, item_tower: ItemTower, config: LossConfig,
         # every column holding a masked item (uniform negatives may repeat one)
         ordered, column_of = torch.sort(negatives)
         owner, hit = _matches(ordered, items)
-        accidental = accidental.index_put((rows[owner], column_of[hit]), torch.tensor(True, device=accidental.device))
+        accidental[rows[owner], column_of[hit]] = True
     negative_logits = negative_logits.masked_fill(accidental, -torch.inf)
     if config.retrieval == "sampled_softmax":
         logits = torch.cat([positive_logit[:, None], negative_logits], dim=1)

@@ -127,7 +127,8 @@ def test_a_killed_serve_takes_its_processes_with_it(tmp_path, service_artifacts)
         process.kill()
         process.wait(timeout=30)
     wait_until(lambda: not [pid for pid in child_processes if alive(pid)], timeout_s=30)
-    assert not _ready(httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=2))
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=2) as client:
+        assert not _ready(client)
 
 
 def children(pid: int) -> list[int]:

@@ -140,3 +140,16 @@ def test_masked_session_positives_are_not_negatives():
     with_mask = retrieval_loss(pairs, tower, replace(sampled, mask_session_positives=True))
     torch.testing.assert_close(with_mask, F.cross_entropy(logits[2, [3, 4]], torch.tensor(0)) / 3)
     assert retrieval_loss(pairs, tower, sampled) > with_mask
+
+
+def test_the_full_softmax_runs_under_bf16_autocast():
+    # Training on a GPU runs the loss under bf16 autocast: the masked logits must take the logits' dtype.
+    torch.manual_seed(0)
+    query = torch.randn(6, 8, requires_grad=True)
+    catalogue = F.normalize(torch.randn(20, 8), dim=-1)
+    positive = torch.tensor([1, 2, 3, 4, 5, 6])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for masked in (None, (torch.tensor([0, 3]), torch.tensor([9, 10]))):
+            loss = full_softmax_loss(query, catalogue, positive, masked)
+            loss.sum().backward()
+            assert torch.isfinite(loss).all() and torch.isfinite(query.grad).all()
