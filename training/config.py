@@ -76,7 +76,7 @@ class LossConfig:
     pay_weight: float = 1.0  # L_pay
     future_weight: float = 0.5  # weight of the heads for sessions k+1.. relative to session k
     # Leave the other positives of a pair's target session (its clicks and shown items) out of its negatives:
-    # they are right answers for the same query, not wrong ones.
+    # they are right answers for the same query, not wrong ones. Off: no effect measured (BENCHMARKS.md).
     mask_session_positives: bool = False
 
 
