@@ -101,7 +101,10 @@ def read_safetensors(blob: bytes) -> dict[str, np.ndarray]:
 def load_minilm() -> MiniLM:
     """The packaged all-MiniLM-L6-v2, in eval mode."""
     checkpoint = read_safetensors(read_model_file("model.safetensors"))
-    model = MiniLM()
+    # The checkpoint overwrites the random init, which must not draw from the global generator: a training run
+    # that embeds its item texts would otherwise differ with the state of the embedding cache.
+    with torch.random.fork_rng(devices=[]):
+        model = MiniLM()
     n_layers = len(model.layers)
     names = {ours.format(i=i): theirs.format(i=i) for ours, theirs in CHECKPOINT_NAMES.items()
              for i in (range(n_layers) if "{i}" in ours else [0])}
