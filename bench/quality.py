@@ -65,7 +65,8 @@ class Variant:
     needs_context: bool = False  # an ablation that only means something when the data has contexts
     needs_sessions: bool = False  # ... when sessions hold several items (else it equals the full model)
     cpu_max_items: int | None = None  # larger catalogues train only on a GPU (the table says so, and why)
-    chosen_for_the_log: bool = False  # no settings at all: what `recall train` picks for the log (the default row)
+    chosen_for_the_log: bool = False  # what `recall train` picks for the log, then `model` and `loss` on top
+    needs_sampled_loss: bool = False  # ... where the log's pick is a sampled loss (else it equals the default row)
 
 
 # Full softmax over the catalogue wants a softer temperature than 256 sampled negatives: on MovieLens-100K
@@ -74,9 +75,16 @@ SOFTMAX = {"retrieval": "softmax", "temperature": 0.1}
 SASREC = Variant("SASRec (softmax)", {"encoder": "sasrec"}, SOFTMAX)
 TBGRECALL = Variant("TBGRecall", {}, {})
 DEFAULT = Variant("default", {}, {}, chosen_for_the_log=True)
+# Mixed negatives (Yang et al., WWW 2020): half of the default's sampled negatives from the batch's positives.
+DEFAULT_MIXED = Variant("default (mixed negatives)", {}, {"negatives": "mixed"}, chosen_for_the_log=True,
+                        needs_sampled_loss=True)
+# LiGR's gated residual (eSASRec's best layer), on the default's TBGRecall blocks
+DEFAULT_GATED = Variant("default (gated residual)", {"gated_residual": True}, {}, chosen_for_the_log=True)
 DEFAULT_BUDGET_S = 30 * 60  # `recall train --time-budget`'s default
 VARIANTS = [
     DEFAULT,
+    DEFAULT_MIXED,
+    DEFAULT_GATED,
     SASREC,
     Variant("SASRec (gBCE)", {"encoder": "sasrec"}, {"retrieval": "gbce"}),
     Variant("BERT4Rec (softmax)", {"encoder": "bert4rec"}, SOFTMAX),
@@ -125,7 +133,8 @@ def run_config(variant: Variant, epochs: int, seed: int = 0, patience: int = TUN
 # Settings added after runs were cached, newest first, each group with the value that behaves as the code before
 # it did (None: any value, it cannot change results: streaming gives the same windows, BENCHMARKS.md). A run cached
 # before a group existed is found under the key without it, so adding a setting does not invalidate every run.
-LATER_SETTINGS = [{("loss", "mask_session_positives"): False},
+LATER_SETTINGS = [{("model", "gated_residual"): False},
+                  {("loss", "mask_session_positives"): False},
                   {("model", "item_attributes"): False, ("model", "item_text"): False,
                    ("model", "semantic_id_levels"): 0},
                   {("train", "shard_events"): None},
@@ -219,20 +228,27 @@ def bench_dataset(name: str, plan: Plan, console) -> list[dict]:
     split = sample_cases(prepared.split(log), MAX_CASES)
     has_context = len(log.vocabs.contexts) > 2
     has_sessions = len(split.train.session_offsets) - 1 < len(split.train.session)
+    chosen, choices = default_config(split.train, DEFAULT_BUDGET_S, pick_device("auto"))  # the default rows'
+    console.print(f"{name}: the default picks " + ", ".join(f"{choice.setting}={choice.value}" for choice in choices))
     rows = []
     for result in evaluate(split, [PopularModel().fit(split.train), ContextPopularModel().fit(split.train)], KS):
         rows.append({"model": result.name, **result.overall})
     for variant in plan.variants:
         if (variant.needs_context and not has_context) or (variant.needs_sessions and not has_sessions):
             continue
+        if variant.needs_sampled_loss and chosen.loss.retrieval == "softmax":
+            continue
         needs_gpu = (variant.cpu_max_items is not None and log.n_items > variant.cpu_max_items
                      and not torch.cuda.is_available())
 
         def config_of(seed: int, variant=variant) -> RunConfig:
             if variant.chosen_for_the_log:
-                chosen, _ = default_config(split.train, DEFAULT_BUDGET_S, pick_device("auto"))
-                patience = chosen.train.patience if plan.patience is None else plan.patience
-                return replace(chosen, train=replace(chosen.train, seed=seed, patience=patience))
+                train_settings = replace(chosen.train, seed=seed,
+                                         patience=chosen.train.patience if plan.patience is None else plan.patience)
+                if plan.epochs is not None:  # an A/B that machine speed and load do not change
+                    train_settings = replace(train_settings, epochs=plan.epochs, time_budget_s=0.0)
+                return replace(chosen, model=replace(chosen.model, **variant.model),
+                               loss=replace(chosen.loss, **variant.loss), train=train_settings)
             return run_config(variant, plan.epochs or EPOCHS[name], seed, plan.patience or TUNED_PATIENCE,
                               TUNED_BUDGET_S.get(name, 0.0))
 
@@ -327,7 +343,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default="synthetic,movielens-100k,trivago")
     parser.add_argument("--epochs", type=int,
-                        help="upper bound; early stopping ends runs sooner (default: per dataset, see EPOCHS)")
+                        help="upper bound; early stopping ends runs sooner (default: per dataset, see EPOCHS); "
+                             "the default rows then train without their time budget")
     parser.add_argument("--patience", type=int,
                         help="validations without improvement before early stopping (>= --epochs: none), for every "
                              "row; unset: 10 for the tuned rows, `recall train`'s own (20) for the default row")

@@ -74,18 +74,27 @@ class Choice:
     why: str
 
 
+# A CPU's speed is taken as this, not measured: measured, it moved 3x between two 2-core machines of one kind and
+# +-15% with what else ran, and each move flipped a choice (the synthetic world's full softmax against 1,024
+# negatives, Diginetica's 1,024 against 4,096), so the same log trained differently from run to run. The figure is
+# a 2-core machine's float32 matmul speed (9-27 GFLOP/s measured on this project's); the budget still stops a run
+# on a slower one, at its best epoch.
+CPU_FLOPS = 1.2e10
+
+
 def matmul_flops(device: torch.device, dim: int = 64) -> float:
-    """Measured float32 multiply-adds x2 per second of a (pairs x d) @ (d x items) product: what the full
-    softmax's logits cost on this machine, with the threads training will use. The best of several timings, so
-    that another process busy for a moment does not change the choice."""
+    """Float32 multiply-adds x2 per second of a (pairs x d) @ (d x items) product: what the full softmax's logits
+    cost. Measured on a GPU (they differ tenfold across generations and time steadily), the best of several
+    timings; CPU_FLOPS on a CPU."""
+    if device.type != "cuda":
+        return CPU_FLOPS
     query = torch.randn(4096, dim, device=device)
     catalogue = torch.randn(dim, 8192, device=device)
     best = float("inf")
     for _ in range(6):  # the first is a warm-up
         started = time.perf_counter()
         query @ catalogue
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        torch.cuda.synchronize()
         best = min(best, time.perf_counter() - started)
     return 2 * 4096 * dim * 8192 / max(best, 1e-9)
 

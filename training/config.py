@@ -19,7 +19,7 @@ RetrievalLoss = Literal["sampled_softmax", "softmax", "bce", "gbce"]
 Layout = Literal["sessions", "items"]
 Positions = Literal["sw-rope", "learned"]
 AttentionMask = Literal["session", "causal"]
-Negatives = Literal["uniform", "in-batch"]
+Negatives = Literal["uniform", "in-batch", "mixed"]
 Device = Literal["auto", "cpu", "cuda"]
 ENCODERS = get_args(Encoder)
 RETRIEVAL_LOSSES = get_args(RetrievalLoss)
@@ -49,6 +49,7 @@ class ModelConfig:
     attention_mask: AttentionMask = "session"
     type_towers: bool = True  # separate context/item input towers and first-block projections
     previous_session: bool = True  # context tokens also carry the mean of the previous session's item inputs
+    gated_residual: bool = False  # TBGRecall: each block's output enters through a learned gate (LiGR, eSASRec)
     mask_prob: float = 0.2  # BERT4Rec: share of items masked in training
     # Content in the item tower (issue 25): what an item is known by before anyone acts on it. An item with no
     # training events gets no id embedding, so a new item's vector is its content's alone.
@@ -66,7 +67,9 @@ class LossConfig:
     __pydantic_config__ = STRICT
     retrieval: RetrievalLoss = "sampled_softmax"  # sampled_softmax is L_nce; softmax scores the whole catalogue
     n_negatives: int = 256
-    negatives: Negatives = "uniform"  # in-batch: with the logQ correction
+    # in-batch: the batch's positives, with the logQ correction; mixed: half of n_negatives from the batch's
+    # positives, half uniform, with the correction of that mixture
+    negatives: Negatives = "uniform"
     gbce_t: float = 0.75  # gBCE calibration
     # Scores are cosine / temperature. Every sampled-softmax run so far used 0.05 (0.1 is untried there); the
     # full softmax does better at 0.1, which bench/quality.py uses (BENCHMARKS.md, MovieLens-100K).

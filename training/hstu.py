@@ -61,7 +61,8 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 class HSTUBlock(nn.Module):
     """One HSTU layer: fused U,V,Q,K with SiLU; pointwise SiLU attention over a fixed divisor; norm, gate by U."""
 
-    def __init__(self, dim: int, n_heads: int, max_len: int, dropout: float, typed: bool):
+    def __init__(self, dim: int, n_heads: int, max_len: int, dropout: float, typed: bool,
+                 gated_residual: bool = False):
         super().__init__()
         self.n_heads, self.head_dim, self.max_len = n_heads, dim // n_heads, max_len
         self.input_norm = nn.LayerNorm(dim)
@@ -74,6 +75,8 @@ class HSTUBlock(nn.Module):
         nn.init.zeros_(self.distance_bias.weight)
         self.attention_norm = nn.LayerNorm(dim)
         self.output = nn.Linear(dim, dim)
+        # LiGR (LinkedIn, 2025; eSASRec): the output joins the residual stream through a sigmoid gate of the input
+        self.residual_gate = nn.Linear(dim, dim) if gated_residual else None
         self.dropout = nn.Dropout(dropout)
 
     def project(self, x: torch.Tensor, is_context: torch.Tensor,
@@ -100,8 +103,10 @@ class HSTUBlock(nn.Module):
         # No softmax: SiLU weights divided by the maximum length, a constant, so serving matches training.
         attention = F.silu(scores) * (mask * (1.0 / self.max_len))
         y = (attention @ v).transpose(1, 2).reshape(batch, length, dim)
-        y = self.attention_norm(y) * u
-        return x + self.dropout(self.output(y))
+        y = self.dropout(self.output(self.attention_norm(y) * u))
+        if self.residual_gate is not None:
+            y = torch.sigmoid(self.residual_gate(self.input_norm(x))) * y
+        return x + y
 
     def bias_of(self, buckets: torch.Tensor) -> torch.Tensor:
         """(B, Tq, Tk) distance buckets -> (B, H, Tq, Tk) attention bias. Indexing the (H, buckets) table gives

@@ -70,6 +70,19 @@ def sample_negatives(pairs: Pairs, config: LossConfig, n_items: int,
         if item_log_prob is None:
             return negatives, torch.zeros(len(negatives), device=device)
         return negatives, item_log_prob[negatives]
+    if config.negatives == "mixed":
+        if item_log_prob is None:
+            raise ValueError("mixed negatives need the items' log frequencies for their correction")
+        # Half uniform, half drawn from the batch's positives (frequency-proportional: the popular items a model
+        # must learn to rank below the right one). Each item's correction is the log of its expected count among
+        # the negatives over what uniform draws alone would give it, so the loss keeps uniform negatives' scale.
+        n_from_batch = config.n_negatives // 2 if len(pairs.positive) else 0
+        from_batch = pairs.positive[torch.randint(0, max(len(pairs.positive), 1), (n_from_batch,), device=device)]
+        uniform = torch.randint(1, n_items, (config.n_negatives - len(from_batch),), device=device)
+        negatives = torch.cat([from_batch, uniform])
+        batch_share = len(from_batch) / config.n_negatives
+        expected_over_uniform = batch_share * item_log_prob[negatives].exp() * (n_items - 1) + (1 - batch_share)
+        return negatives, torch.log(expected_over_uniform)
     negatives = torch.randint(1, n_items, (config.n_negatives,), device=device)
     return negatives, torch.zeros(len(negatives), device=device)
 

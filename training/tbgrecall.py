@@ -59,7 +59,8 @@ class TBGRecallEncoder(nn.Module):
         # items took 15 epochs to learn "next item" instead of 5.
         self.item_scale = d**0.5 if config.layout == "items" else 1.0
         self.blocks = nn.ModuleList(
-            HSTUBlock(d, config.n_heads, config.max_len, config.dropout, typed=config.type_towers and i == 0)
+            HSTUBlock(d, config.n_heads, config.max_len, config.dropout, typed=config.type_towers and i == 0,
+                      gated_residual=config.gated_residual)
             for i in range(config.n_layers))
         self.final_norm = nn.LayerNorm(d)
         # One head per future session. In the items layout the next event's head is the normed hidden state

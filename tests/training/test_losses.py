@@ -20,6 +20,7 @@ from training.losses import (
     full_softmax_loss,
     gbce_beta,
     retrieval_loss,
+    sample_negatives,
     scenario_mean,
     session_positives,
     total_loss,
@@ -76,7 +77,7 @@ def test_click_term_needs_impressions():
 
 
 @pytest.mark.parametrize("retrieval", ["sampled_softmax", "softmax", "bce", "gbce"])
-@pytest.mark.parametrize("negatives", ["uniform", "in-batch"])
+@pytest.mark.parametrize("negatives", ["uniform", "in-batch", "mixed"])
 def test_every_retrieval_loss_is_finite_and_differentiable(retrieval, negatives):
     tower = ItemTower(ModelConfig(dim=8), {"items": 20, "categories": 2, "sellers": 2})
     pairs = session_pairs([CLICK, CLICK, SHOW], [0, 0, 1])
@@ -85,6 +86,30 @@ def test_every_retrieval_loss_is_finite_and_differentiable(retrieval, negatives)
     terms = total_loss(pairs, tower, config, torch.zeros(2), torch.log(torch.full((20,), 1 / 20)))
     terms.total.backward()
     assert math.isfinite(terms.retrieval) and pairs.query.grad is not None
+
+
+def test_mixed_negatives_take_half_from_the_batch_and_correct_for_popularity():
+    # A batch whose positives are mostly item 3, the catalogue's most frequent item: half the negatives come from
+    # those positives, and item 3's logits are lowered by its expected count over a uniform draw's, while a rare
+    # item, drawn less often than by uniform draws alone, counts for more than a uniform negative.
+    torch.manual_seed(0)
+    n_items = 1000
+    counts = torch.ones(n_items)
+    counts[3] = 10_000.0
+    item_log_prob = losses.log_item_frequency(counts)
+    pairs = session_pairs([CLICK] * 8, list(range(8)))
+    pairs.positive = torch.tensor([3, 3, 3, 3, 3, 3, 7, 9])
+    negatives, correction = sample_negatives(pairs, LossConfig(negatives="mixed", n_negatives=64), n_items,
+                                             item_log_prob)
+    assert len(negatives) == 64 and torch.isin(negatives[:32], pairs.positive).all()
+    popular = correction[negatives == 3]
+    expected = math.log(0.5 * item_log_prob[3].exp().item() * (n_items - 1) + 0.5)
+    assert len(popular) > 0 and popular.allclose(torch.tensor(expected)) and expected > math.log(n_items / 4)
+    rare = correction[(negatives != 3) & (negatives != 7) & (negatives != 9)]
+    rare_expected = math.log(0.5 * item_log_prob[500].exp().item() * (n_items - 1) + 0.5)
+    assert rare.allclose(torch.tensor(rare_expected)) and math.log(0.5) < rare_expected < 0
+    with pytest.raises(ValueError, match="log frequencies"):
+        sample_negatives(pairs, LossConfig(negatives="mixed"), n_items, None)
 
 
 def test_full_softmax_in_chunks_gives_the_same_loss_and_gradients(monkeypatch):

@@ -53,7 +53,7 @@ def query_of(rng: np.random.Generator, row: list[dict]) -> dict:
 
 VARIANTS = {"default": {}, "learned positions": {"positions": "learned"}, "causal mask": {"attention_mask": "causal"},
             "no previous session": {"previous_session": False}, "no context": {"use_context": False},
-            "untyped": {"type_towers": False}}
+            "untyped": {"type_towers": False}, "gated residual": {"gated_residual": True}}
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

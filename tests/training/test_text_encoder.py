@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from training import text_encoder
 from training.text_encoder import TEXT_DIM, embed_texts
@@ -28,3 +29,12 @@ def test_texts_are_embedded_once_and_an_empty_text_is_zeros(tmp_path, monkeypatc
     again = embed_texts(["steel saucepan", "", "red running shoes"], cache)
     assert np.array_equal(again[[2, 0]], first)
     assert again.shape == (3, TEXT_DIM) and not again[1].any()
+
+
+def test_embedding_new_texts_leaves_a_seeded_training_run_unchanged(tmp_path):
+    # A text missing from the cache builds the encoder; a run that embeds its items' texts must train the same
+    # model whether or not the cache held them (CI on a fresh machine caught the difference once).
+    torch.manual_seed(0)
+    state = torch.random.get_rng_state()
+    embed_texts(["a text no cache holds"], tmp_path / "cache.npz")
+    assert torch.equal(torch.random.get_rng_state(), state)
