@@ -87,13 +87,12 @@ def sample_negatives(pairs: Pairs, config: LossConfig, n_items: int,
     return negatives, torch.zeros(len(negatives), device=device)
 
 
-def session_positives(pairs: Pairs) -> tuple[torch.Tensor, torch.Tensor]:
+def session_positives(pairs: Pairs, n_items: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(pair rows, item codes): for each pair, the positives of the other pairs with its target session (`group`)
     that differ from its own, rows ascending. Their logits are masked out of the pair's negatives. There are
     pairs x (distinct items of the target session) of them: at most max_items_per_session per pair and head."""
     if len(pairs) == 0:
         return pairs.positive, pairs.positive
-    n_items = int(pairs.positive.max()) + 1
     # The distinct (session, item) positives, sorted by session: a pair's items are one contiguous run of them.
     session_items = torch.unique(pairs.group * n_items + pairs.positive)
     item_session, items = session_items // n_items, session_items % n_items
@@ -151,14 +150,14 @@ def retrieval_loss(pairs: Pairs, item_tower: ItemTower, config: LossConfig,
     positive_logit = (query * positive_vectors).sum(-1)
     if config.retrieval == "softmax":
         catalogue = item_tower(torch.arange(n_items, device=pairs.query.device))
-        masked = session_positives(pairs) if config.mask_session_positives else None
+        masked = session_positives(pairs, n_items) if config.mask_session_positives else None
         per_pair = full_softmax_loss(query, catalogue, pairs.positive, masked)
         return scenario_mean(per_pair, pairs.scenario, weight)
     negatives, correction = sample_negatives(pairs, config, n_items, item_log_prob)
     negative_logits = query @ item_tower(negatives).T - correction  # (P, n)
     accidental = pairs.positive[:, None] == negatives[None, :]
     if config.mask_session_positives:
-        rows, items = session_positives(pairs)
+        rows, items = session_positives(pairs, n_items)
         # every column holding a masked item (uniform negatives may repeat one)
         ordered, column_of = torch.sort(negatives)
         owner, hit = _matches(ordered, items)

@@ -143,7 +143,7 @@ def test_a_sessions_other_positives_are_found_for_each_pair():
     # Session 0 clicked items 5 and 6 (6 twice: two heads), session 1 items 5 and 7.
     pairs = session_pairs([CLICK] * 5, [0, 0, 0, 1, 1])
     pairs.positive = torch.tensor([5, 6, 6, 5, 7])
-    rows, items = session_positives(pairs)
+    rows, items = session_positives(pairs, n_items=8)
     assert list(zip(rows.tolist(), items.tolist(), strict=True)) == [(0, 6), (1, 5), (2, 5), (3, 7), (4, 5)]
 
 
