@@ -44,6 +44,7 @@ from evaluation.popularity import ContextPopularModel, PopularModel
 from evaluation.splits import sample_cases
 from training.auto_config import default_config
 from training.config import LossConfig, ModelConfig, RunConfig, TrainConfig
+from training.pipeline import print_choices
 from training.recommender import EncoderRecommender
 from training.trainer import pick_device, train
 
@@ -230,7 +231,9 @@ def bench_dataset(name: str, plan: Plan, console) -> list[dict]:
     has_context = len(log.vocabs.contexts) > 2
     has_sessions = len(split.train.session_offsets) - 1 < len(split.train.session)
     chosen, choices = default_config(split.train, DEFAULT_BUDGET_S, pick_device("auto"))  # the default rows'
-    console.print(f"{name}: the default picks " + ", ".join(f"{choice.setting}={choice.value}" for choice in choices))
+    if any(variant.chosen_for_the_log for variant in plan.variants):
+        console.print(f"[bold]{name}[/]: the default rows train")
+        print_choices(console, choices)
     rows = []
     for result in evaluate(split, [PopularModel().fit(split.train), ContextPopularModel().fit(split.train)], KS):
         rows.append({"model": result.name, **result.overall})
