@@ -41,7 +41,7 @@ from cli.console import make_console
 from contract.events import load_events
 from evaluation.evaluate import evaluate
 from evaluation.popularity import ContextPopularModel, PopularModel
-from evaluation.splits import sample_cases
+from evaluation.splits import leave_one_out, sample_cases
 from training.auto_config import default_config
 from training.config import LossConfig, ModelConfig, RunConfig, TrainConfig
 from training.pipeline import print_choices
@@ -56,6 +56,9 @@ NOT_RUN = "not run yet"
 CODE_VERSION = 5  # bump when a change to our models should invalidate their cached results
 # ... and here when a change touches one (encoder, layout) only: retraining every row takes longer than a day.
 PATH_VERSIONS = {("tbgrecall", "items"): 1}  # 1: no input MLP, no Linear head on the next item
+# ... and here when a change to the validation holdout changes what a run trains on. Only loo logs with more users
+# than a run validates are affected. 1: only the validated users lose their last target (before: every user).
+HOLDOUT_VERSION = 1
 
 
 @dataclass
@@ -147,13 +150,15 @@ LATER_SETTINGS = [{("model", "gated_residual"): False},
 RETIRED_SETTINGS = {("loss", "content_weight"): 1.0}
 
 
-def code_keys(config: RunConfig) -> list[dict]:
+def code_keys(config: RunConfig, loo_users: int = 0) -> list[dict]:
     """The keys a cached run of this configuration may be stored under, the current one first: its configuration
     and the version of the code on its path, then the same without the settings added since, where they hold
-    their neutral values."""
+    their neutral values. `loo_users`: the users a loo validation holdout could take (0 under temporal)."""
     settings = config.to_dict()
     path_version = PATH_VERSIONS.get((config.model.encoder, config.model.layout))
     versions = {"code": CODE_VERSION} if path_version is None else {"code": CODE_VERSION, "path_code": path_version}
+    if loo_users > config.train.valid_max_cases:
+        versions["holdout"] = HOLDOUT_VERSION
     keys = [{**settings, **versions}]
     if not config.model.item_content:
         retired = {section: dict(values) for section, values in settings.items()}
@@ -230,6 +235,7 @@ def bench_dataset(name: str, plan: Plan, console) -> list[dict]:
     split = sample_cases(prepared.split(log), MAX_CASES)
     has_context = len(log.vocabs.contexts) > 2
     has_sessions = len(split.train.session_offsets) - 1 < len(split.train.session)
+    loo_users = len(leave_one_out(split.train).cases) if prepared.protocol == "loo" else 0
     chosen, choices = default_config(split.train, DEFAULT_BUDGET_S, pick_device("auto"))  # the default rows'
     if any(variant.chosen_for_the_log for variant in plan.variants):
         console.print(f"[bold]{name}[/]: the default rows train")
@@ -265,7 +271,7 @@ def bench_dataset(name: str, plan: Plan, console) -> list[dict]:
                      "valid_ndcg@10": trained.metrics.get("ndcg@10")}]
 
         row = over_seeds(name, variant.label, replace(plan, train_missing=plan.train_missing and not needs_gpu),
-                         lambda seed, config_of=config_of: code_keys(config_of(seed)),
+                         lambda seed, config_of=config_of: code_keys(config_of(seed), loo_users),
                          train_variant)
         if row is None and needs_gpu:
             row = {"model": variant.label, "missing": f"needs a GPU for {log.n_items:,} items"}

@@ -97,7 +97,7 @@ def measure(mode: str, events: Path, items: Path) -> dict:
                                        show_progress=False)
             n_events, model_log = shards.events, shards.load(0)
             source = StreamedData(shards, np.arange(shards.n_shards),
-                                  lambda shard: readable_log(shard, config.model), config, device)
+                                  lambda shard: readable_log(shards.load(shard), config.model), config, device)
         model = build_model(model_log, config, device, None)
         del model_log
         step = BatchLoss(model)

@@ -43,11 +43,15 @@ def is_target(log: EventLog, min_action: int = CLICK) -> np.ndarray:
     return log.action >= min_action
 
 
-def leave_one_out(log: EventLog, holdout: int = 1, min_action: int = CLICK) -> Split:
+def leave_one_out(log: EventLog, holdout: int = 1, min_action: int = CLICK, max_cases: int | None = None,
+                  seed: int = 0) -> Split:
     """Each user's last target event is the target (`holdout=2`: the one before it, for validation).
 
     Training keeps each user's events before the target's session; users with fewer than `holdout + 1` target
-    events are not evaluated but keep all their events for training.
+    events are not evaluated but keep all their events for training. With `max_cases`, a sample of that many
+    users (the ones `sample_cases` would draw with `seed`) is evaluated, and only they lose their target: a
+    validation holdout that cuts every user's last target would take a fifth of a short-visit log from training
+    to validate on a few thousand of them.
     """
     positive = np.flatnonzero(is_target(log, min_action))
     user_of_positive = log.user[positive]
@@ -56,6 +60,8 @@ def leave_one_out(log: EventLog, holdout: int = 1, min_action: int = CLICK) -> S
     rank_from_last = group_end[group] - np.arange(len(positive)) + 1  # 1 = the user's last target event
     group_size = np.diff(np.r_[-1, group_end])
     chosen = positive[(rank_from_last == holdout) & (group_size[group] > holdout)]
+    if max_cases is not None and len(chosen) > max_cases:
+        chosen = chosen[_sample(len(chosen), max_cases, seed)]
     # Drop every event from the start of each chosen target's session (what was shown with it is not known
     # before the request) to its user's last event.
     session_start = log.session_offsets[log.session[chosen]]
@@ -136,7 +142,7 @@ def sample_cases(split: Split, max_cases: int, seed: int = 0) -> Split:
     cases = split.cases
     if len(cases) <= max_cases:
         return split
-    chosen = np.sort(np.random.default_rng(seed).choice(len(cases), size=max_cases, replace=False))
+    chosen = _sample(len(cases), max_cases, seed)
     lengths = cases.n_targets[chosen]
     starts = cases.target_offsets[chosen]
     offsets = np.r_[0, np.cumsum(lengths)].astype(np.int64)
@@ -146,3 +152,8 @@ def sample_cases(split: Split, max_cases: int, seed: int = 0) -> Split:
         request_time=cases.request_time[chosen], target_offsets=offsets, target_items=cases.target_items[gather],
     )
     return Split(split.protocol, split.train, sampled)
+
+
+def _sample(n: int, size: int, seed: int) -> np.ndarray:
+    """`size` of `range(n)`, ascending, drawn without replacement (same seed, same draw)."""
+    return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))

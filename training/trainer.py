@@ -57,13 +57,14 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 
 def validation_split(log: EventLog, protocol: str, max_cases: int, seed: int) -> Split:
-    """Hold out what early stopping watches: the last target per user (loo) or the latest 10% (temporal).
+    """Hold out what early stopping watches: the last target of `max_cases` sampled users (loo) or the latest 10%
+    (temporal).
 
-    The temporal holdout includes users first seen in it, as the service meets them: with a context and no
-    history. On session data where most users visit once (trivago) the warm users alone are a few dozen cases,
-    too few to choose an epoch by."""
+    Under loo the users not sampled keep their last target for training. The temporal holdout includes users
+    first seen in it, as the service meets them: with a context and no history. On session data where most users
+    visit once (trivago) the warm users alone are a few dozen cases, too few to choose an epoch by."""
     split = (temporal_split(log, test_fraction=0.1, include_cold_users=True) if protocol == "temporal"
-             else leave_one_out(log))
+             else leave_one_out(log, max_cases=max_cases, seed=seed))
     if len(split.cases) == 0:
         raise DataError(str(log.source), f"nothing to validate on: the {protocol} holdout has no session with a "
                         "click or a stronger action (the log is too small or too short)")
@@ -121,14 +122,14 @@ class InMemoryData:
 
 class StreamedData:
     """A sharded log (contract/user_shards.py): each epoch reads this rank's shards one at a time, in a new order,
-    so memory holds one shard. `train_part` turns a shard into what training sees of it."""
+    so memory holds one shard. `train_part(i)` is what training sees of shard i."""
 
-    def __init__(self, shards: UserShards, shard_ids: np.ndarray, train_part: Callable[[EventLog], EventLog],
+    def __init__(self, shards: UserShards, shard_ids: np.ndarray, train_part: Callable[[int], EventLog],
                  config: RunConfig, device: torch.device):
         self.shards, self.shard_ids, self.train_part, self.config = shards, shard_ids, train_part, config
         # Windows per epoch over all ranks, for the schedule: rank 0's first shard times the shards, on every rank
         # (the ranks' learning rates must agree).
-        first = len(prepare_data(train_part(shards.load(int(shard_ids[0]))), config).windows) if len(shard_ids) else 0
+        first = len(prepare_data(train_part(int(shard_ids[0])), config).windows) if len(shard_ids) else 0
         self.n_windows = int(distributed.from_main(first * shards.n_shards))
         # In-batch logQ from the events per item over the whole log, counted by the sharding pass.
         self.item_counts = shards.item_events
@@ -136,7 +137,7 @@ class StreamedData:
 
     def parts(self, rng: np.random.Generator) -> Iterator[TrainingData]:
         for shard in rng.permutation(self.shard_ids):
-            yield prepare_data(self.train_part(self.shards.load(int(shard))), self.config)
+            yield prepare_data(self.train_part(int(shard)), self.config)
 
 
 class BatchLoss(torch.nn.Module):
@@ -290,8 +291,9 @@ def training_source(log: EventLog | UserShards, config: RunConfig, protocol: str
                     rank: int, world: int) -> tuple[Split, InMemoryData | StreamedData]:
     """The validation split (its `train` is what validation histories come from) and this rank's training data.
 
-    A sharded log validates on a sample of shard 0's users, and every shard drops the same holdout: the events
-    after shard 0's holdout time (temporal), or each user's last target (loo)."""
+    A sharded log validates on a sample of shard 0's users. Under temporal every shard drops the events after
+    shard 0's holdout time; under loo only the sampled users lose their last target, so the other shards train on
+    everything."""
     if isinstance(log, EventLog):
         valid = validation_split(readable_log(log, config.model), protocol, config.train.valid_max_cases,
                                  config.train.seed)
@@ -300,9 +302,11 @@ def training_source(log: EventLog | UserShards, config: RunConfig, protocol: str
     valid = validation_split(first, protocol, config.train.valid_max_cases, config.train.seed)
     split_time = holdout_time(first) if protocol == "temporal" else None  # the one validation_split holds out
 
-    def train_part(shard: EventLog) -> EventLog:
-        shard = recent_readable(shard, config, log.max_timestamp)
-        return temporal_split(shard, split_time).train if split_time is not None else leave_one_out(shard).train
+    def train_part(shard_id: int) -> EventLog:
+        if shard_id == 0:
+            return valid.train
+        shard = recent_readable(log.load(shard_id), config, log.max_timestamp)
+        return temporal_split(shard, split_time).train if split_time is not None else shard
 
     return valid, StreamedData(log, distributed.own_shards(log.n_shards, rank, world), train_part, config, device)
 
@@ -345,7 +349,7 @@ def refit(log: EventLog | UserShards, config: RunConfig, device: torch.device, i
     else:
         whole = log.load(0)
         source = StreamedData(log, distributed.own_shards(log.n_shards, rank, world),
-                              lambda shard: recent_readable(shard, config, log.max_timestamp), config, device)
+                              lambda shard: recent_readable(log.load(shard), config, log.max_timestamp), config, device)
     model = build_model(whole, config, device, init_state, source.item_counts)
     step = distributed.parallel(BatchLoss(model), device)
     optimizer, scheduler = optimizer_and_schedule(model, source.n_windows, config, config.train.epochs)

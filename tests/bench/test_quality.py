@@ -64,3 +64,16 @@ def test_a_setting_removed_later_still_finds_the_runs_it_could_not_have_changed(
     assert cached("synthetic", "SASRec", code_keys(config), lambda: pytest.fail("retrained")) == rows
     config.model.item_attributes = True  # a content model: the removed setting did change it
     assert all("content_weight" not in key["loss"] for key in code_keys(config))
+
+
+def test_a_run_the_validation_holdout_change_could_alter_is_retrained_and_no_other(tmp_path, monkeypatch):
+    monkeypatch.setattr(quality, "FINISHED_RUNS", tmp_path)
+    rows = [{"model": "SASRec", "ndcg@10": 0.08}]
+    config = run_config(SASREC, epochs=30)
+    cached("movielens-100k", "SASRec", code_keys(config), lambda: rows)
+    # 943 users under loo, all validated: the same run as before, found again
+    assert cached("movielens-100k", "SASRec", code_keys(config, loo_users=943),
+                  lambda: pytest.fail("retrained")) == rows
+    # more users than validated: the unvalidated users now keep their last target, a different run
+    assert cached("movielens-100k", "SASRec", code_keys(config, loo_users=12_000), lambda: [],
+                  train_missing=False) == []

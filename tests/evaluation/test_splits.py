@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from contract.events import load_events
-from evaluation.splits import leave_one_out, temporal_split, viewed_items
+from evaluation.splits import leave_one_out, sample_cases, temporal_split, viewed_items
 
 DAY = 86_400
 
@@ -24,6 +24,19 @@ def test_leave_one_out_holds_out_each_users_last_target(write_csv):
     validation = leave_one_out(log, holdout=2)
     assert list(items.decode(validation.cases.target_items)) == ["b"]
     assert list(items.decode(validation.train.item)) == ["a", "a"]
+
+
+def test_a_sampled_leave_one_out_takes_only_the_sampled_users_targets_from_training(write_csv):
+    log = load_events(write_csv([{"user_id": user, "item_id": f"i{step}"} for user in range(20) for step in range(3)]))
+    split = leave_one_out(log, max_cases=5, seed=7)
+    # The same users as sampling the full holdout, so validation watches what it did before...
+    full = sample_cases(leave_one_out(log), 5, seed=7)
+    np.testing.assert_array_equal(split.cases.user, full.cases.user)
+    np.testing.assert_array_equal(split.cases.target_items, full.cases.target_items)
+    # ...but the 15 users not sampled keep their last click for training.
+    assert len(split.train) == 20 * 3 - 5
+    last_kept = np.bincount(split.train.user, minlength=20)
+    assert sorted(np.flatnonzero(last_kept == 2)) == sorted(split.cases.user)
 
 
 def test_leave_one_out_ignores_trailing_shows(write_csv):

@@ -14,10 +14,10 @@ from evaluation.popularity import PopularModel
 from evaluation.splits import leave_one_out, temporal_split
 from evaluation.synth import SynthConfig, generate
 from tests.support.runs import catalogue_with_new_items
-from training.config import LossConfig, ModelConfig, RunConfig, TrainConfig
+from training.config import LossConfig, ModelConfig, RunConfig, TrainConfig, readable_log
 from training.model import RecallModel
 from training.recommender import EncoderRecommender
-from training.trainer import train, validation_split
+from training.trainer import train, training_source, validation_split
 
 
 def small_config(**train_options) -> RunConfig:
@@ -53,6 +53,23 @@ def test_a_log_streamed_in_user_shards_learns(small_world, tmp_path):
     popular, model = evaluate(split, [PopularModel().fit(split.train), EncoderRecommender(result.model, split.train)],
                               [50])
     assert model.overall["recall@50"] > 1.2 * popular.overall["recall@50"]
+
+
+def test_a_sharded_log_under_leave_one_out_holds_out_only_the_validated_users(write_csv, tmp_path):
+    clicks = [{"user_id": f"u{user}", "item_id": f"i{(user + step) % 7}", "timestamp": step * 3600}
+              for user in range(60) for step in range(4)]
+    events = write_csv(pd.DataFrame(clicks), "events.parquet")
+    shards = write_user_shards(events, None, tmp_path / "shards", shard_events=80, session_gap_s=1800,
+                               show_progress=False)
+    assert shards.n_shards >= 3
+    config = small_config(valid_max_cases=5)
+    valid, source = training_source(shards, config, "loo", torch.device("cpu"), rank=0, world=1)
+    assert len(valid.cases) == 5
+    # An hour between clicks: each is its own session. Shard 0 loses the five validated users' last click; every
+    # other shard trains on all its events.
+    assert len(source.train_part(0)) == len(readable_log(shards.load(0), config.model)) - 5
+    for shard in range(1, shards.n_shards):
+        assert len(source.train_part(shard)) == len(readable_log(shards.load(shard), config.model))
 
 
 def test_temporal_validation_includes_users_first_seen_in_the_holdout(write_csv):
