@@ -27,7 +27,7 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -69,8 +69,9 @@ class Variant:
     needs_context: bool = False  # an ablation that only means something when the data has contexts
     needs_sessions: bool = False  # ... when sessions hold several items (else it equals the full model)
     cpu_max_items: int | None = None  # larger catalogues train only on a GPU (the table says so, and why)
-    chosen_for_the_log: bool = False  # what `recall train` picks for the log, then `model` and `loss` on top
+    chosen_for_the_log: bool = False  # what `recall train` picks for the log, then `model`, `loss`, `train` on top
     needs_sampled_loss: bool = False  # ... where the log's pick is a sampled loss (else it equals the default row)
+    train: dict = field(default_factory=dict)  # (only on top of the log's pick)
 
 
 # Full softmax over the catalogue wants a softer temperature than 256 sampled negatives: on MovieLens-100K
@@ -84,11 +85,14 @@ DEFAULT_MIXED = Variant("default (mixed negatives)", {}, {"negatives": "mixed"},
                         needs_sampled_loss=True)
 # LiGR's gated residual (eSASRec's best layer), on the default's TBGRecall blocks
 DEFAULT_GATED = Variant("default (gated residual)", {"gated_residual": True}, {}, chosen_for_the_log=True)
+# After early stopping, retrain on everything (the validation holdout too) for the best epoch count
+DEFAULT_REFIT = Variant("default (refit)", {}, {}, chosen_for_the_log=True, train={"refit": True})
 DEFAULT_BUDGET_S = 30 * 60  # `recall train --time-budget`'s default
 VARIANTS = [
     DEFAULT,
     DEFAULT_MIXED,
     DEFAULT_GATED,
+    DEFAULT_REFIT,
     SASREC,
     Variant("SASRec (gBCE)", {"encoder": "sasrec"}, {"retrieval": "gbce"}),
     Variant("BERT4Rec (softmax)", {"encoder": "bert4rec"}, SOFTMAX),
@@ -253,7 +257,7 @@ def bench_dataset(name: str, plan: Plan, console) -> list[dict]:
 
         def config_of(seed: int, variant=variant) -> RunConfig:
             if variant.chosen_for_the_log:
-                train_settings = replace(chosen.train, seed=seed,
+                train_settings = replace(chosen.train, seed=seed, **variant.train,
                                          patience=chosen.train.patience if plan.patience is None else plan.patience)
                 if plan.epochs is not None:  # an A/B that machine speed and load do not change
                     train_settings = replace(train_settings, epochs=plan.epochs, time_budget_s=0.0)
