@@ -145,7 +145,7 @@ def bench_dataset(name: str, args, console) -> list[dict]:
     console.print(f"[bold]{name}[/]: {int(is_new.sum())} of {log.n_items - 1} items new to the model; "
                   f"{len(split.train):,} training events")
     rows = [{"model": CategoryPopularModel.name, **score(CategoryPopularModel().fit(split.train), split, is_new)}]
-    base, _ = default_config(split.train, args.budget, pick_device("auto"))
+    base, _ = default_config(split.train, args.budget, pick_device("auto"), prepared.protocol)
     base = replace(base, train=replace(base.train, epochs=args.epochs, seed=args.seed))
     console.print(f"[bold]{name}[/]: training (once: content does not change the model)")
     trained = train(split.train, replace(base, model=replace(base.model, **TOWERS["+ semantic ids"])),

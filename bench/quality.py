@@ -240,7 +240,8 @@ def bench_dataset(name: str, plan: Plan, console) -> list[dict]:
     has_context = len(log.vocabs.contexts) > 2
     has_sessions = len(split.train.session_offsets) - 1 < len(split.train.session)
     loo_users = len(leave_one_out(split.train).cases) if prepared.protocol == "loo" else 0
-    chosen, choices = default_config(split.train, DEFAULT_BUDGET_S, pick_device("auto"))  # the default rows'
+    # the default rows'
+    chosen, choices = default_config(split.train, DEFAULT_BUDGET_S, pick_device("auto"), prepared.protocol)
     if any(variant.chosen_for_the_log for variant in plan.variants):
         console.print(f"[bold]{name}[/]: the default rows train")
         print_choices(console, choices)
@@ -252,6 +253,8 @@ def bench_dataset(name: str, plan: Plan, console) -> list[dict]:
             continue
         if variant.needs_sampled_loss and chosen.loss.retrieval == "softmax":
             continue
+        if variant.train and all(getattr(chosen.train, key) == value for key, value in variant.train.items()):
+            continue  # the log's pick already holds it: the default row
         needs_gpu = (variant.cpu_max_items is not None and log.n_items > variant.cpu_max_items
                      and not torch.cuda.is_available())
 

@@ -31,6 +31,9 @@ MIN_EPOCHS_IN_BUDGET = 20  # the full softmax must leave room for this many epoc
 SOFTMAX_BUDGET_SHARE = 0.5  # ... using at most this share of the budget on its logits (the encoder needs the rest)
 MIN_NEGATIVES, MAX_NEGATIVES = 256, 4096  # sampled softmax: more negatives win (eSASRec, gSASRec) while they fit
 VALID_MAX_CASES = 10_000
+# Retrain on everything, the holdout included, for the best epoch count, where a loo holdout takes at least this
+# share of the training events (short visits): on YOOCHOOSE (16%) that gave NDCG@10 +6.5%
+REFIT_MIN_HOLDOUT_SHARE = 0.05
 MAX_EPOCHS = 200  # an upper bound only: early stopping or the time budget end a run
 
 
@@ -106,8 +109,8 @@ def softmax_epoch_seconds(profile: LogProfile, config: RunConfig, flops: float) 
     return 3 * 2 * pairs * profile.items * config.model.dim / flops
 
 
-def choose(profile: LogProfile, time_budget_s: float, flops: float) -> tuple[RunConfig, list[Choice]]:
-    """The run configuration for this log and budget, and the reasons, one per setting chosen."""
+def choose(profile: LogProfile, time_budget_s: float, flops: float, protocol: str) -> tuple[RunConfig, list[Choice]]:
+    """The run configuration for this log, budget and validation protocol, and the reasons, one per setting."""
     config = RunConfig()
     choices: list[Choice] = []
 
@@ -144,12 +147,16 @@ def choose(profile: LogProfile, time_budget_s: float, flops: float) -> tuple[Run
     if profile.users > config.train.valid_max_cases:
         pick("train.valid_max_cases", min(profile.users, VALID_MAX_CASES),
              "more validation cases: the best of many epochs on 3,000 partly picks their noise")
+    holdout_share = min(profile.users, config.train.valid_max_cases) / max(profile.events, 1)
+    if protocol == "loo" and holdout_share >= REFIT_MIN_HOLDOUT_SHARE:
+        pick("train.refit", True, f"the validation holdout is {holdout_share:.0%} of the events: retrain on "
+                                  "everything for the best epoch count, if that fits the budget")
     pick("train.epochs", MAX_EPOCHS, "an upper bound: early stopping or the time budget end the run")
     pick("train.time_budget_s", float(time_budget_s), "stop at the budget, keep the best validation epoch")
     return config, choices
 
 
-def default_config(log: EventLog | UserShards, time_budget_s: float,
-                   device: torch.device) -> tuple[RunConfig, list[Choice]]:
+def default_config(log: EventLog | UserShards, time_budget_s: float, device: torch.device,
+                   protocol: str) -> tuple[RunConfig, list[Choice]]:
     """What `recall train` trains with when nobody says otherwise, and why."""
-    return choose(profile_log(log), time_budget_s, matmul_flops(device))
+    return choose(profile_log(log), time_budget_s, matmul_flops(device), protocol)

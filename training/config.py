@@ -97,7 +97,8 @@ class TrainConfig:
     # restored, and the time budget bounds the cost.
     patience: int = 20
     eval_k: int = 10  # early stopping watches NDCG@eval_k
-    refit: bool = False  # then retrain on all the data, holdout included, for the best epoch count (2x the time)
+    refit: bool = False  # then retrain on all the data, holdout included, for the best epoch count, if that fits
+    # the time budget
     valid_max_cases: int = 3000
     seed: int = 0
     deterministic: bool = False

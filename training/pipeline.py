@@ -74,11 +74,11 @@ def train_run(request: TrainRequest, console: Console | None = None) -> TrainedR
     shard_dir = Path(distributed.from_main(str(shard_directory(request.out))))  # rank 0's: it writes the shards
     try:
         log = _open_log(request, parent, file_settings, shard_dir, world, console)
-        config, choices = _from_main(*layered_config(request, parent, file_settings, log))
+        protocol = request.protocol or ("temporal" if log.has_timestamp else "loo")
+        config, choices = _from_main(*layered_config(request, parent, file_settings, log, protocol))
         print_choices(console, choices)
         if isinstance(log, EventLog) and config.train.recency_days > 0 and log.has_timestamp:
             log = log.take(log.timestamp >= log.timestamp.max() - config.train.recency_days * 86_400)
-        protocol = request.protocol or ("temporal" if log.has_timestamp else "loo")
         events = len(log) if isinstance(log, EventLog) else log.events
         layout = "in memory" if isinstance(log, EventLog) else f"streamed in {log.n_shards} user shards"
         console.print(f"training {config.model.encoder} ({config.loss.retrieval}) on {events:,} events "
@@ -176,14 +176,14 @@ def _read_config_file(path: Path | None) -> dict:
 TBGRECALL_ONLY = ("model.layout", "model.n_future_sessions")
 
 
-def layered_config(request: TrainRequest, parent: Run | None, file_settings: dict,
-                   log: EventLog | UserShards) -> tuple[RunConfig, list[Choice]]:
+def layered_config(request: TrainRequest, parent: Run | None, file_settings: dict, log: EventLog | UserShards,
+                   protocol: str) -> tuple[RunConfig, list[Choice]]:
     """The run's configuration, and the chosen settings nothing overrode."""
     overrides = {setting: value for setting, value in request.overrides.items() if value is not None}
     device = pick_device(overrides.get("train.device") or file_settings.get("train", {}).get("device", "auto"))
     if overrides.get("train.threads"):
         torch.set_num_threads(int(overrides["train.threads"]))
-    chosen, choices = default_config(log, request.time_budget_s, device)
+    chosen, choices = default_config(log, request.time_budget_s, device, protocol)
     source = str(request.config_file or "command line")
     try:
         config = chosen.updated(file_settings)

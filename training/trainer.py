@@ -271,7 +271,14 @@ def train(log: EventLog | UserShards, config: RunConfig, protocol: str = "loo", 
     if best_state is not None:
         model.load_state_dict(best_state)
     best = distributed.from_main(max(history, key=lambda row: row[metric_name]) if history else {})
-    if cfg.refit and best:
+    refit_seconds = best["epoch"] * train_seconds / epoch if best else 0.0  # at this run's speed
+    if cfg.refit and best and not distributed.from_main(
+            cfg.time_budget_s <= 0 or time.perf_counter() - started + refit_seconds <= cfg.time_budget_s):
+        # The first run's best model, rather than a refit cut short by the budget
+        logger.info("no refit: %d epochs (~%.0f s) would end past the %.0f s budget", best["epoch"], refit_seconds,
+                    cfg.time_budget_s)
+        best = {**best, "refit_epochs": 0}
+    elif cfg.refit and best:
         del model, step, optimizer, scheduler, source, validator, best_state  # the refit needs the memory
         if device.type == "cuda":
             torch.cuda.empty_cache()

@@ -13,7 +13,7 @@ BUDGET_S = 1800
 
 
 def chosen(log, flops=FAST_MACHINE):
-    config, choices = choose(profile_log(log), BUDGET_S, flops)
+    config, choices = choose(profile_log(log), BUDGET_S, flops, "loo")
     return config, {choice.setting: choice.value for choice in choices}
 
 
@@ -58,13 +58,13 @@ def test_a_catalogue_too_large_for_the_full_softmax_in_the_budget_is_sampled(wri
     log = load_events(write_csv([{"user_id": u, "item_id": f"i{u}-{n}"} for u in range(20) for n in range(5)]))
     config, settings = chosen(log, flops=SLOW_MACHINE)
     assert settings["loss.retrieval"] == "sampled_softmax" and config.loss.temperature == 0.05
-    assert "would cost" in next(c.why for c in choose(profile_log(log), BUDGET_S, SLOW_MACHINE)[1]
+    assert "would cost" in next(c.why for c in choose(profile_log(log), BUDGET_S, SLOW_MACHINE, "loo")[1]
                                 if c.setting == "loss.retrieval")
 
 
 def test_the_budget_bounds_the_run_and_every_choice_says_why(write_csv):
     log = load_events(write_csv([{"user_id": u, "item_id": f"i{n}"} for u in range(3) for n in range(3)]))
-    config, choices = choose(profile_log(log), BUDGET_S, FAST_MACHINE)
+    config, choices = choose(profile_log(log), BUDGET_S, FAST_MACHINE, "loo")
     assert config.train.time_budget_s == BUDGET_S
     assert all(choice.why for choice in choices)
     config.validate()
@@ -79,10 +79,23 @@ def test_a_cpu_run_picks_the_same_settings_for_a_log_whatever_the_machine_is_doi
     def loss_of(**shape) -> tuple[str, int]:
         session_log = dict(items_per_session=22.0, has_timestamp=True, has_context=True, has_shows=True,
                            has_session_id=True)
-        config, _ = choose(LogProfile(**{**session_log, **shape}), BUDGET_S, cpu_flops)
+        config, _ = choose(LogProfile(**{**session_log, **shape}), BUDGET_S, cpu_flops, "temporal")
         return config.loss.retrieval, config.loss.n_negatives
 
     assert loss_of(events=240_000, users=2_000, items=1_500)[0] == "softmax"  # the synthetic world
     assert loss_of(events=293_000, users=6_000, items=107_000) == ("sampled_softmax", 1024)  # trivago
     assert loss_of(events=720_000, users=187_000, items=43_000, items_per_session=1.0, has_context=False,
                    has_shows=False, has_session_id=False) == ("sampled_softmax", 1024)  # Diginetica
+
+
+def test_a_short_visit_log_under_leave_one_out_refits_on_its_validation_holdout():
+    # YOOCHOOSE's shape: 10,000 validated visits' last clicks are 16% of the training clicks
+    short_visits = LogProfile(events=62_636, users=21_000, items=2_933, items_per_session=1.0, has_timestamp=True,
+                              has_context=False, has_shows=False, has_session_id=False)
+    config, choices = choose(short_visits, BUDGET_S, FAST_MACHINE, "loo")
+    assert config.train.refit and "16% of the events" in next(c.why for c in choices if c.setting == "train.refit")
+    # Diginetica's: 10,000 of 720,000 clicks (1.4%), too little to pay for a second run
+    long_log = LogProfile(**{**short_visits.__dict__, "events": 720_000, "users": 187_000})
+    assert not choose(long_log, BUDGET_S, FAST_MACHINE, "loo")[0].train.refit
+    # a temporal holdout is not refitted by default (not measured)
+    assert not choose(short_visits, BUDGET_S, FAST_MACHINE, "temporal")[0].train.refit

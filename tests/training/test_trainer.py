@@ -139,6 +139,16 @@ def test_refit_also_learns_from_the_validation_holdout(tmp_path):
     assert code > 0 and changed == {False: False, True: True}
 
 
+def test_a_refit_that_would_end_past_the_time_budget_is_skipped(small_world):
+    directory, _ = small_world
+    log = load_events(directory / "events.parquet", directory / "items.parquet")
+    # One epoch already spends the whole (tiny) budget: the run keeps its best model instead of retraining.
+    over = train(log, small_config(epochs=1, refit=True, time_budget_s=0.01), protocol="loo", show_progress=False)
+    assert over.metrics["refit_epochs"] == 0
+    within = train(log, small_config(epochs=1, refit=True, time_budget_s=3600.0), protocol="loo", show_progress=False)
+    assert within.metrics["refit_epochs"] == 1
+
+
 def test_the_items_layout_learns_the_order_of_a_plain_click_sequence(write_csv):
     # Users walk a ring of 30 items, one step per click, with timestamps a minute apart: a 30-minute gap would make
     # each walk one session, whose order the items layout must still read. The next item is always the next one.
