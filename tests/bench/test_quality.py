@@ -1,7 +1,20 @@
 import pytest
 
 from bench import quality
-from bench.quality import SASREC, cached, code_keys, markdown, mean_over_seeds, ndcg_cell, run_config
+from bench.quality import (
+    DEFAULT,
+    DEFAULT_256,
+    DEFAULT_REFIT,
+    SASREC,
+    cached,
+    code_keys,
+    markdown,
+    mean_over_seeds,
+    ndcg_cell,
+    repeats_the_default,
+    run_config,
+)
+from training.config import LossConfig, RunConfig
 
 
 def test_rows_of_several_seeds_become_their_mean_with_a_standard_error():
@@ -77,3 +90,12 @@ def test_a_run_the_validation_holdout_change_could_alter_is_retrained_and_no_oth
     # more users than validated: the unvalidated users now keep their last target, a different run
     assert cached("movielens-100k", "SASRec", code_keys(config, loo_users=12_000), lambda: [],
                   train_missing=False) == []
+
+
+def test_a_variant_of_the_default_that_the_logs_pick_already_holds_is_not_trained_twice():
+    picked = RunConfig(loss=LossConfig(retrieval="sampled_softmax", n_negatives=1024))
+    assert not repeats_the_default(DEFAULT, picked)  # the default row itself
+    assert not repeats_the_default(DEFAULT_REFIT, picked) and not repeats_the_default(DEFAULT_256, picked)
+    picked.train.refit, picked.loss.n_negatives = True, 256  # a short-visit log's pick, with 256 negatives
+    assert repeats_the_default(DEFAULT_REFIT, picked) and repeats_the_default(DEFAULT_256, picked)
+    assert not repeats_the_default(SASREC, picked)  # a tuned row, not a variant of the pick
