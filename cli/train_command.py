@@ -65,7 +65,10 @@ def run_train(args: argparse.Namespace) -> int:
         return 0
     eval_k = trained.config.train.eval_k
     best = trained.validation.get(f"ndcg@{eval_k}", 0.0)
-    console.print(f"wrote {args.out}: validation NDCG@{eval_k} {best:.4f} after {trained.epochs} epochs, "
+    refit_epochs = trained.validation.get("refit_epochs")
+    refit = ("" if refit_epochs is None else f", refit on everything for {refit_epochs} epochs" if refit_epochs
+             else ", no refit (it would have ended past the time budget)")
+    console.print(f"wrote {args.out}: validation NDCG@{eval_k} {best:.4f} after {trained.epochs} epochs{refit}, "
                   f"{trained.seconds:.0f} s, {trained.sequences_per_second:.0f} seq/s")
     return 0
 
