@@ -139,9 +139,9 @@ def test_refit_also_learns_from_the_validation_holdout(tmp_path):
     assert code > 0 and changed == {False: False, True: True}
 
 
-def test_a_refit_that_would_end_past_the_time_budget_is_skipped(small_world):
-    directory, _ = small_world
-    log = load_events(directory / "events.parquet", directory / "items.parquet")
+def test_a_refit_that_would_end_past_the_time_budget_is_skipped(write_csv):
+    log = load_events(write_csv([{"user_id": u, "item_id": f"i{(3 * u + n) % 25}"}
+                                 for u in range(40) for n in range(8)]))
     # One epoch already spends the whole (tiny) budget: the run keeps its best model instead of retraining.
     over = train(log, small_config(epochs=1, refit=True, time_budget_s=0.01), protocol="loo", show_progress=False)
     assert over.metrics["refit_epochs"] == 0
