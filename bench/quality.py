@@ -253,7 +253,7 @@ def bench_dataset(name: str, plan: Plan, console) -> list[dict]:
     has_context = len(log.vocabs.contexts) > 2
     has_sessions = len(split.train.session_offsets) - 1 < len(split.train.session)
     loo_users = len(leave_one_out(split.train).cases) if prepared.protocol == "loo" else 0
-    # the default rows'
+    # what `recall train` picks for this log: the settings of the default rows
     chosen, choices = default_config(split.train, DEFAULT_BUDGET_S, pick_device("auto"), prepared.protocol)
     if any(variant.chosen_for_the_log for variant in plan.variants):
         console.print(f"[bold]{name}[/]: the default rows train")
