@@ -92,10 +92,10 @@ def run_serve(args: argparse.Namespace) -> int:
     shutil.rmtree(metrics_dir, ignore_errors=True)  # samples of an earlier run's processes are not this one's
     metrics_dir.mkdir(parents=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    if not settings.encoder_threads:  # the processes share the CPUs rather than each taking them all
-        threads = max(1, container_cpus() // workers)
-        os.environ["RECALL_ENCODER_THREADS"] = str(threads)
-        settings = settings.model_copy(update={"encoder_threads": threads})
+    if not settings.encoder_threads:
+        # The API processes share the CPUs rather than each taking them all. The embedded worker (this process)
+        # keeps them all: it encodes in bursts of events, and its idle threads do not spin (session_options).
+        os.environ["RECALL_ENCODER_THREADS"] = str(max(1, container_cpus() // workers))
     if not settings.embedded:
         return serve_processes(args.host, args.port, workers)
     from service.background import embedded_backend

@@ -45,6 +45,11 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 HOUSEKEEPING_S = 5.0
+ENCODER_BATCH = 256  # rows per encoder call: the encoder's input buffers' size
+
+
+def chunks(rows: list, size: int = ENCODER_BATCH) -> list[list]:
+    return [rows[start:start + size] for start in range(0, len(rows), size)]
 
 
 def precomputed_contexts(model: ServingModel, history: dict) -> list[tuple[str | None, str | None]]:
@@ -213,9 +218,9 @@ class NearlineWorker:
                 appended_ms.append(stream_id(entry_id)[0])
             newest_ids.append(newest)
             contexts.append(precomputed_contexts(model, state.history))
-        with_prefix = model.query_step is not None and self.settings.prefix_ttl_s > 0
-        vectors, prefixes = self.encode(model, [s.history for s in states], contexts, time.time(),
-                                        newest_ids if with_prefix else None)
+        vectors, prefixes = self.encode(model, [s.history for s in states], contexts, time.time(), newest_ids)
+        if self.settings.prefix_ttl_s <= 0:  # not kept: requests in other contexts encode the history in full
+            prefixes = [None] * len(prefixes)
         viewed = [viewed_items(state.history) for state in states]
         viewed_codes = np.split(codes_of(model.vocabs.items, [i for items in viewed for i in items]),
                                 np.cumsum([len(items) for items in viewed])[:-1])
@@ -248,30 +253,47 @@ class NearlineWorker:
         pipe.execute()
 
     def encode(self, model: ServingModel, histories: list[dict], contexts: list[list[tuple[str | None, str | None]]],
-               now: float, last_ids: list[str] | None = None) -> tuple[np.ndarray, list[PrefixState | None]]:
-        """Every (user, context) row, in encoder batches of at most the buffers' size; with `last_ids` (the
-        stream entry each history is as of), each user's prefix state too, from the same encoder call."""
-        rows = [(user, history, pair) for user, (history, pairs) in enumerate(zip(histories, contexts, strict=True))
-                for pair in pairs]
-        chunk = 256
-        vectors, prefixes = [], [None] * len(histories)
-        for start in range(0, len(rows), chunk):
-            part = rows[start:start + chunk]
+               now: float, last_ids: list[str]) -> tuple[np.ndarray, list[PrefixState | None]]:
+        """The vector of every (user, context) pair, user by user, and each user's prefix state (None without a
+        query step), describing the history as of the stream entry `last_ids` names.
+
+        The encoder reads each history once, in the user's first context. The other contexts' vectors come from
+        the query step over the prefix state as it is stored: what a request in that context would get, within
+        the query step's tolerance of the full encoder's (cosine >= 0.9999, checked at export)."""
+        with_prefix = model.query_step is not None
+        first = [pairs[0] for pairs in contexts]
+        first_vectors, prefixes = self._encode_full(model, histories, first, now, last_ids if with_prefix else None)
+        others = [(user, pair) for user, pairs in enumerate(contexts) for pair in pairs[1:]]
+        if with_prefix:
+            other_vectors = [model.query_vectors([prefixes[user] for user, _ in part], [pair[0] for _, pair in part],
+                                                 [pair[1] for _, pair in part], np.full(len(part), int(now)))
+                             for part in chunks(others)]
+            other_vectors = np.concatenate(other_vectors) if other_vectors else first_vectors[:0]
+        else:  # an export without a query step (before it existed): every context in full
+            other_vectors, _ = self._encode_full(model, [histories[user] for user, _ in others],
+                                                 [pair for _, pair in others], now)
+        # Back in (user, context) order: each user's first context, then its others.
+        order = np.argsort(np.r_[np.arange(len(first)), [user + 0.5 for user, _ in others]], kind="stable")
+        return np.concatenate([first_vectors, other_vectors])[order], prefixes
+
+    def _encode_full(self, model: ServingModel, histories: list[dict], pairs: list[tuple[str | None, str | None]],
+                     now: float, last_ids: list[str] | None = None) -> tuple[np.ndarray, list[PrefixState | None]]:
+        """One row per history through the full encoder, in batches of at most the buffers' size; with
+        `last_ids`, each row's prefix state from the same call."""
+        vectors, prefixes = [], []
+        for part in chunks(list(range(len(histories)))):
             metrics.ENCODER_BATCH.observe(len(part))
-            args = ([history for _, history, _ in part], [pair[0] for _, _, pair in part],
-                    [pair[1] for _, _, pair in part], np.full(len(part), int(now), dtype=np.int64))
+            args = ([histories[row] for row in part], [pairs[row][0] for row in part],
+                    [pairs[row][1] for row in part], np.full(len(part), int(now), dtype=np.int64))
             if last_ids is None:
                 vectors.append(model.encode(*args, reuse_buffers=True))
+                prefixes += [None] * len(part)
                 continue
-            # Each user's first row here, unless the previous chunk ended with the user's other row.
-            first_rows = [row for row, (user, _, _) in enumerate(part)
-                          if prefixes[user] is None and (row == 0 or part[row - 1][0] != user)]
-            encoded, states = model.encode_with_prefix(*args, first_rows=first_rows,
-                                                       last_ids=[last_ids[part[row][0]] for row in first_rows],
+            encoded, states = model.encode_with_prefix(*args, first_rows=list(range(len(part))),
+                                                       last_ids=[last_ids[row] for row in part],
                                                        reuse_buffers=True)
             vectors.append(encoded)
-            for row, state in zip(first_rows, states, strict=True):
-                prefixes[part[row][0]] = state
+            prefixes += states
         if not vectors:
             return np.zeros((0, model.encoder.dim), np.float32), prefixes
         return np.concatenate(vectors), prefixes

@@ -271,20 +271,20 @@ def train(log: EventLog | UserShards, config: RunConfig, protocol: str = "loo", 
     if best_state is not None:
         model.load_state_dict(best_state)
     best = distributed.from_main(max(history, key=lambda row: row[metric_name]) if history else {})
-    refit_seconds = best["epoch"] * train_seconds / epoch if best else 0.0  # at this run's speed
-    if cfg.refit and best and not distributed.from_main(
-            cfg.time_budget_s <= 0 or time.perf_counter() - started + refit_seconds <= cfg.time_budget_s):
-        # The first run's best model, rather than a refit cut short by the budget
-        logger.info("no refit: %d epochs (~%.0f s) would end past the %.0f s budget", best["epoch"], refit_seconds,
-                    cfg.time_budget_s)
-        best = {**best, "refit_epochs": 0}
-    elif cfg.refit and best:
-        del model, step, optimizer, scheduler, source, validator, best_state  # the refit needs the memory
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        model, seen, seconds = refit(log, config, device, init_state, best["epoch"], show_progress)
-        sequences, train_seconds = sequences + seen, train_seconds + seconds
-        best = {**best, "refit_epochs": best["epoch"]}  # the validation figures are the first run's
+    if cfg.refit and best:
+        refit_seconds = best["epoch"] * train_seconds / epoch  # at this run's speed
+        if distributed.from_main(
+                cfg.time_budget_s <= 0 or time.perf_counter() - started + refit_seconds <= cfg.time_budget_s):
+            del model, step, optimizer, scheduler, source, validator, best_state  # the refit needs the memory
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            model, seen, seconds = refit(log, config, device, init_state, best["epoch"], show_progress)
+            sequences, train_seconds = sequences + seen, train_seconds + seconds
+            best = {**best, "refit_epochs": best["epoch"]}  # the validation figures are the first run's
+        else:  # the first run's best model, rather than a refit cut short by the budget
+            logger.info("no refit: %d epochs (~%.0f s) would end past the %.0f s budget", best["epoch"],
+                        refit_seconds, cfg.time_budget_s)
+            best = {**best, "refit_epochs": 0}
     if config.model.item_content:
         model.content_stats["head"] = fit_content_head(model.item_tower, cfg.seed, show_progress=show_progress)
         logger.info("content head: %s", model.content_stats["head"])

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 import redis
 
+from service.history import apply_event, new_history
 from service.ingest import normalise
 from service.models import Event
 from service.redis_server import EmbeddedRedis
 from service.serving_model import ModelHolder
 from service.store.keys import Keys
 from service.store.streams import append_events, ensure_groups, stream_backlog
-from service.worker import NearlineWorker
+from service.worker import NearlineWorker, precomputed_contexts
+from tests.service.test_service import user_events
 from tests.support.service import (
     WorkerThreads,
     applied_sessions,
@@ -207,3 +210,52 @@ def test_the_worker_recreates_its_group_when_redis_comes_back_empty(worker_setup
     finally:
         stop.set()
         thread.join(timeout=10)
+
+
+def worker_histories(small_world, model, users: list[int]) -> list[dict]:
+    """The histories the worker builds from these small-world users' events (each ends in a context)."""
+    histories = []
+    for user in users:
+        histories.append(new_history())
+        for event in user_events(small_world, user):
+            apply_event(histories[-1], normalise(Event(**event), time.time()), model.schema)
+    return histories
+
+
+def counting_encoder_rows(monkeypatch, encoder) -> list[int]:
+    """The rows of every full-encoder call on `encoder` from now on."""
+    rows: list[int] = []
+
+    def counting(original):
+        def counted(batch):
+            rows.append(len(batch["item"]))
+            return original(batch)
+        return counted
+
+    monkeypatch.setattr(encoder, "encode", counting(encoder.encode))
+    monkeypatch.setattr(encoder, "encode_with_prefix", counting(encoder.encode_with_prefix))
+    return rows
+
+
+def test_each_history_is_encoded_once_and_every_precomputed_vector_is_the_full_encoders(worker_setup, small_world,
+                                                                                       monkeypatch):
+    settings, client, holder = worker_setup
+    model = holder.current
+    assert model.query_step is not None
+    histories = worker_histories(small_world, model, [7, 11, 21, 30])
+    contexts = [precomputed_contexts(model, history) for history in histories]
+    assert all(len(pairs) == 2 for pairs in contexts)  # the last context and the default one
+    encoded_rows = counting_encoder_rows(monkeypatch, model.encoder)
+    now = time.time()
+    vectors, prefixes = NearlineWorker(client, settings, holder).encode(model, histories, contexts, now,
+                                                                        [f"{n}-0" for n in range(len(histories))])
+    assert sum(encoded_rows) == len(histories)  # each history once; the default context from its query step
+    assert all(prefix is not None for prefix in prefixes)
+    rows = [(history, pair) for history, pairs in zip(histories, contexts, strict=True) for pair in pairs]
+    full = model.encode([history for history, _ in rows], [pair[0] for _, pair in rows],
+                        [pair[1] for _, pair in rows], np.full(len(rows), int(now)))
+    assert np.abs(vectors[0::2] - full[0::2]).max() <= 1e-5  # the last context: the encoder's own row
+    cosine = (vectors * full).sum(-1) / np.linalg.norm(vectors, axis=-1) / np.linalg.norm(full, axis=-1)
+    assert cosine.min() >= 0.9999 and np.abs(vectors - full).max() <= 2e-3  # the default: the query step's
+    assert np.abs(vectors[0] - vectors[1]).max() > 1e-3  # the two contexts do differ
+
