@@ -45,10 +45,10 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 HOUSEKEEPING_S = 5.0
-ENCODER_BATCH = 256  # rows per encoder call: the encoder's input buffers' size
+MAX_ENCODER_ROWS = 256  # rows per encoder call: the size of the encoder's input buffers
 
 
-def chunks(rows: list, size: int = ENCODER_BATCH) -> list[list]:
+def chunks(rows: list, size: int = MAX_ENCODER_ROWS) -> list[list]:
     return [rows[start:start + size] for start in range(0, len(rows), size)]
 
 
