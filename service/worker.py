@@ -273,8 +273,12 @@ class NearlineWorker:
             other_vectors, _ = self._encode_full(model, [histories[user] for user, _ in others],
                                                  [pair for _, pair in others], now)
         # Back in (user, context) order: each user's first context, then its others.
-        order = np.argsort(np.r_[np.arange(len(first)), [user + 0.5 for user, _ in others]], kind="stable")
-        return np.concatenate([first_vectors, other_vectors])[order], prefixes
+        is_first = np.zeros(len(first) + len(others), dtype=bool)
+        pairs_per_user = np.array([len(pairs) for pairs in contexts], dtype=np.int64)
+        is_first[np.cumsum(pairs_per_user) - pairs_per_user] = True
+        vectors = np.empty((len(is_first), first_vectors.shape[1]), dtype=first_vectors.dtype)
+        vectors[is_first], vectors[~is_first] = first_vectors, other_vectors
+        return vectors, prefixes
 
     def _encode_full(self, model: ServingModel, histories: list[dict], pairs: list[tuple[str | None, str | None]],
                      now: float, last_ids: list[str] | None = None) -> tuple[np.ndarray, list[PrefixState | None]]:

@@ -258,4 +258,3 @@ def test_each_history_is_encoded_once_and_every_precomputed_vector_is_the_full_e
     cosine = (vectors * full).sum(-1) / np.linalg.norm(vectors, axis=-1) / np.linalg.norm(full, axis=-1)
     assert cosine.min() >= 0.9999 and np.abs(vectors - full).max() <= 2e-3  # the default: the query step's
     assert np.abs(vectors[0] - vectors[1]).max() > 1e-3  # the two contexts do differ
-
